@@ -1,0 +1,45 @@
+"""The exception tree of slotwatch, and the exit code each one means.
+
+    SlotwatchError            70  anything unexpected that we still caught
+    ├── UsageError            64  bad command-line arguments
+    ├── ConfigError           78  bad settings, config file, secret file
+    ├── DatabaseUnreachable   69  could not connect, or the server went away
+    ├── PermissionDenied      77  the role lacks a privilege (message says which GRANT)
+    ├── UnsupportedServer     69  a standby, or a PostgreSQL older than 13
+    └── Refused                3  the drop guard said no
+
+Messages are one line, say what went wrong and what to do, and never carry a secret:
+they are printed as they are by the CLI.
+"""
+
+from __future__ import annotations
+
+
+class SlotwatchError(Exception):
+    """Base class; carries the process exit code the CLI uses for it."""
+
+    exit_code = 70
+
+
+class UsageError(SlotwatchError):
+    exit_code = 64
+
+
+class ConfigError(SlotwatchError):
+    exit_code = 78
+
+
+class DatabaseUnreachable(SlotwatchError):
+    exit_code = 69
+
+
+class UnsupportedServer(SlotwatchError):
+    exit_code = 69
+
+
+class PermissionDenied(SlotwatchError):
+    exit_code = 77
+
+
+class Refused(SlotwatchError):
+    exit_code = 3

@@ -1,0 +1,163 @@
+"""Plain data that flows through slotwatch: rows from a poll, probe results, slot tracks, verdicts.
+
+Everything here is a frozen dataclass or an enum, with no I/O, so that the pure decisions
+(classify, forecast, guard) can be tested with tables of hand-made values. LSNs are plain ints
+(bytes since 0/0), sizes are bytes, times are seconds (wall-clock epoch for instants).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+INF = float("inf")
+
+
+class SlotState(StrEnum):
+    """SPEC §2, in order of precedence: the first that applies wins."""
+
+    LOST = "lost"
+    AT_RISK = "at_risk"
+    SNAPSHOTTING = "snapshotting"
+    INACTIVE = "inactive"
+    WEDGED = "wedged"
+    LAGGING = "lagging"
+    HEALTHY = "healthy"
+
+
+WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
+POLL_ERROR_REASONS = ("connect", "auth", "timeout", "query", "tls", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRow:
+    """Server-wide figures read in the same round trip as the slots."""
+
+    version_num: int
+    in_recovery: bool
+    current_lsn: int
+    max_slot_wal_keep_size: int  # bytes; -1 when unlimited
+    wal_segment_size: int
+    wal_directory_bytes: int | None  # None when the role may not list pg_wal
+    wal_sender_timeout: float  # seconds; 0 disables it
+    server_epoch: float  # the server's clock at poll time, seconds since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRow:
+    """One matching slot as the server reported it, joined with its walsender and stats."""
+
+    name: str
+    plugin: str | None
+    slot_type: str
+    database: str | None
+    temporary: bool
+    active: bool
+    active_pid: int | None
+    restart_lsn: int | None  # None once the slot is invalidated
+    confirmed_flush_lsn: int | None
+    wal_status: str | None
+    safe_wal_size: int | None  # may be negative while unreserved; None when lost/unlimited
+    catalog_xmin_age: int | None
+    server_inactive_seconds: float | None = None  # now() - inactive_since (PostgreSQL 17+)
+    invalidation_reason: str | None = None  # PostgreSQL 17+
+    conflicting: bool | None = None  # PostgreSQL 16+
+    synced: bool | None = None  # PostgreSQL 17+
+    failover: bool | None = None  # PostgreSQL 17+
+    sender_pid: int | None = None  # the walsender of pg_stat_replication, if any
+    sender_application_name: str | None = None
+    sender_state: str | None = None
+    sent_lsn: int | None = None
+    consumer_busy: bool = False  # a consumer_app session is busy in the slot's database
+    spill_bytes: int | None = None  # pg_stat_replication_slots, PostgreSQL 14+
+    stream_bytes: int | None = None
+    total_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PollError:
+    reason: str  # one of POLL_ERROR_REASONS
+    message: str  # one line, secret-free
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """The outcome of one poll of one target: either server + slots, or an error."""
+
+    target: str
+    started_at: float
+    duration: float
+    server: ServerRow | None = None
+    slots: tuple[SlotRow, ...] = ()
+    error: PollError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.server is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One GET of the liveness URL. `up` is the whole verdict; the rest explains it."""
+
+    url: str
+    checked_at: float
+    up: bool
+    duration: float
+    status_code: int | None = None
+    touched_age: float | None = None  # seconds since PowerSync's `touched_at`, if parsed
+    error: str | None = None  # one line when down
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The knobs of SPEC §2, in seconds and bytes."""
+
+    stall_after: float = 300.0
+    inactive_after: float = 120.0
+    lag_floor_bytes: int = 1024 * 1024
+    lag_warn_bytes: int = 256 * 1024 * 1024
+    at_risk_eta: float = 3600.0
+    wal_budget_bytes: int | None = None  # used when max_slot_wal_keep_size = -1
+    at_risk_budget_ratio: float = 0.2
+    forecast_window: float = 600.0  # how far back the rate and slope look
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """What the forecaster and stall tracker need from one poll of one slot."""
+
+    at: float
+    current_lsn: int
+    confirmed_flush_lsn: int | None
+    restart_lsn: int | None
+    safe_wal_size: int | None
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SlotTrack:
+    """What slotwatch remembers about a slot between polls (pure state, advanced per poll)."""
+
+    first_seen: float
+    last_confirmed_lsn: int | None
+    stall_since: float | None  # since when confirmed_flush has not moved with WAL waiting
+    inactive_since: float | None  # local observation, used when the server cannot tell us
+    samples: tuple[Sample, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The verdict for one slot in one poll: state, why, and the derived figures."""
+
+    state: SlotState
+    reasons: tuple[str, ...]
+    lag_bytes: int | None
+    retained_wal_bytes: int | None
+    sent_lag_bytes: int | None
+    flush_stall_seconds: float
+    inactive_seconds: float
+    invalidation_eta_seconds: float  # INF when not shrinking, unlimited or unknown
+    wal_budget_bytes: int | None  # the budget the forecast runs against, if any
+    wal_budget_ratio: float | None  # remaining / budget
+    wal_rate_bytes_per_second: float | None

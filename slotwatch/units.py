@@ -1,0 +1,92 @@
+"""Parse the human durations (`30s`, `5m`) and sizes (`16MiB`) that settings accept."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGT]i?B|B|kB)?\s*$")
+_SIZE_UNITS = {
+    "B": 1,
+    "kB": 1000,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+    "KiB": 1024,
+    "kiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `15`, `15s`, `500ms`, `5m`, `1h`, `2d`; raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("expected a duration such as 30s, 5m or 1h")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    else:
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """Bytes from `1048576`, `16MiB`, `4GiB`, `512MB`; raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 16MiB or 4GiB")
+    if isinstance(value, int):
+        size = float(value)
+    elif isinstance(value, float):
+        size = value
+    elif isinstance(value, str):
+        match = _SIZE.match(value)
+        if not match:
+            raise ValueError("expected a size such as 1048576, 16MiB or 4GiB")
+        size = float(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
+    else:
+        raise ValueError("expected a size such as 16MiB or 4GiB")
+    if size < 0:
+        raise ValueError("a size cannot be negative")
+    return int(size)
+
+
+def format_bytes(value: float | None) -> str:
+    """`1.5GiB`-style text for tables and messages; `-` for unknown."""
+    if value is None:
+        return "-"
+    sign = "-" if value < 0 else ""
+    amount = abs(float(value))
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            return f"{sign}{amount:.0f}{unit}" if unit == "B" else f"{sign}{amount:.1f}{unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def format_duration(seconds: float | None) -> str:
+    """`1h05m`-style text; `inf` for never, `-` for unknown."""
+    if seconds is None:
+        return "-"
+    if seconds == float("inf"):
+        return "inf"
+    total = int(seconds)
+    if total < 120:
+        return f"{total}s"
+    minutes, _ = divmod(total, 60)
+    if minutes < 120:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
