@@ -1,0 +1,233 @@
+"""Talking to the source database: connect with timeouts, run the one poll statement, parse it.
+
+A `TargetConnection` keeps one connection per target open between polls (a TLS handshake to
+Supabase every fifteen seconds would cost more than the poll) and reconnects after any failure.
+`poll()` never raises for an expected failure: it returns a PollResult with the error's reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+import psycopg.errors
+from pydantic import SecretStr
+
+from slotwatch.errors import (
+    DatabaseUnreachable,
+    PermissionDenied,
+    SlotwatchError,
+    UnsupportedServer,
+)
+from slotwatch.logs import REDACTOR
+from slotwatch.model import PollError, PollResult, ServerRow, SlotRow
+from slotwatch.queries import like_pattern, poll_statement
+
+APPLICATION_NAME = "slotwatch"
+
+# Set only when the DSN does not say otherwise: a dead peer must not hang a poll for hours.
+_KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+
+
+def connect(
+    dsn: SecretStr,
+    *,
+    connect_timeout: float,
+    statement_timeout: float,
+    read_only: bool = True,
+) -> psycopg.Connection[Any]:
+    """Open an autocommit connection; raises DatabaseUnreachable or PermissionDenied."""
+    try:
+        return _open(dsn, connect_timeout, statement_timeout, read_only=read_only)
+    except psycopg.OperationalError as exc:
+        error = classify_error(exc, connecting=True)
+        if error.reason == "auth":
+            raise PermissionDenied(error.message) from None
+        raise DatabaseUnreachable(error.message) from None
+
+
+def _open(
+    dsn: SecretStr, connect_timeout: float, statement_timeout: float, *, read_only: bool
+) -> psycopg.Connection[Any]:
+    params = psycopg.conninfo.conninfo_to_dict(dsn.get_secret_value())
+    for key, value in _KEEPALIVES.items():
+        params.setdefault(key, value)
+    params["application_name"] = APPLICATION_NAME
+    params["connect_timeout"] = str(max(1, int(connect_timeout)))
+    gucs = f"-c statement_timeout={int(statement_timeout * 1000)}"
+    gucs += " -c lock_timeout=" + str(int(statement_timeout * 1000))
+    if read_only:
+        gucs += " -c default_transaction_read_only=on"
+    params["options"] = f"{params.get('options', '')} {gucs}".strip()
+    return psycopg.connect(psycopg.conninfo.make_conninfo("", **params), autocommit=True)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first meaningful line of an error, with any secret scrubbed."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # libpq puts "connection to server ... failed:" and the cause on separate lines.
+    line = " ".join(lines[:2]) if lines and lines[0].endswith("failed:") else lines[0]
+    return REDACTOR.scrub(line)
+
+
+def classify_error(exc: BaseException, *, connecting: bool = False) -> PollError:
+    """Map an exception to a `slotwatch_poll_errors_total` reason and a one-line message."""
+    message = one_line(exc)
+    lowered = message.lower()
+    if isinstance(exc, UnsupportedServer):
+        return PollError("other", message)
+    if isinstance(exc, psycopg.errors.QueryCanceled) or "timeout expired" in lowered:
+        return PollError("timeout", message)
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return PollError("query", message)
+    if isinstance(
+        exc, psycopg.errors.InvalidAuthorizationSpecification | psycopg.errors.InvalidPassword
+    ):
+        return PollError("auth", message)
+    if isinstance(exc, psycopg.OperationalError) or connecting:
+        if any(
+            marker in lowered
+            for marker in (
+                "password authentication failed",
+                "no pg_hba.conf entry",
+                "does not exist",
+                "authentication failed",
+                "no password supplied",
+            )
+        ):
+            return PollError("auth", message)
+        if any(marker in lowered for marker in ("ssl", "certificate", "tls")):
+            return PollError("tls", message)
+        return PollError("connect", message)
+    if isinstance(exc, psycopg.Error):
+        return PollError("query", message)
+    return PollError("other", message)
+
+
+def parse_poll(document: dict[str, Any]) -> tuple[ServerRow, tuple[SlotRow, ...]]:
+    """Turn the poll statement's JSON document into plain rows (pure)."""
+    if document["in_recovery"]:
+        raise UnsupportedServer(
+            "the server is a standby (in recovery): slotwatch watches the primary"
+        )
+    server = ServerRow(
+        version_num=int(document["version_num"]),
+        in_recovery=False,
+        current_lsn=int(document["current_lsn"]),
+        max_slot_wal_keep_size=int(document["max_slot_wal_keep_size"]),
+        wal_segment_size=int(document["wal_segment_size"]),
+        wal_directory_bytes=_int(document["wal_directory_bytes"]),
+        wal_sender_timeout=float(document["wal_sender_timeout_ms"]) / 1000.0,
+        server_epoch=float(document["server_epoch"]),
+    )
+    slots = tuple(
+        SlotRow(
+            name=s["name"],
+            plugin=s["plugin"],
+            slot_type=s["slot_type"],
+            database=s["database"],
+            temporary=bool(s["temporary"]),
+            active=bool(s["active"]),
+            active_pid=_int(s["active_pid"]),
+            restart_lsn=_int(s["restart_lsn"]),
+            confirmed_flush_lsn=_int(s["confirmed_flush_lsn"]),
+            wal_status=s["wal_status"],
+            safe_wal_size=_int(s["safe_wal_size"]),
+            catalog_xmin_age=_int(s["catalog_xmin_age"]),
+            server_inactive_seconds=_float(s["server_inactive_seconds"]),
+            invalidation_reason=s["invalidation_reason"],
+            conflicting=s["conflicting"],
+            synced=s["synced"],
+            failover=s["failover"],
+            sender_pid=_int(s["sender_pid"]),
+            sender_application_name=s["sender_application_name"],
+            sender_state=s["sender_state"],
+            sent_lsn=_int(s["sent_lsn"]),
+            consumer_busy=bool(s["consumer_busy"]),
+            spill_bytes=_int(s["spill_bytes"]),
+            stream_bytes=_int(s["stream_bytes"]),
+            total_bytes=_int(s["total_bytes"]),
+        )
+        for s in document["slots"]
+    )
+    return server, slots
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def fetch(
+    conn: psycopg.Connection[Any], slot_pattern: str, consumer_app: str
+) -> tuple[ServerRow, tuple[SlotRow, ...]]:
+    """Run the version's poll statement: one round trip, one row."""
+    statement = poll_statement(conn.info.server_version)
+    params = {"slot_like": like_pattern(slot_pattern), "consumer_like": like_pattern(consumer_app)}
+    row = conn.execute(statement, params).fetchone()
+    if row is None:  # pragma: no cover - the statement always returns one row
+        raise SlotwatchError("the poll statement returned no row")
+    document: dict[str, Any] = row[0]
+    return parse_poll(document)
+
+
+class TargetConnection:
+    """One target's connection, opened lazily and reopened after failures."""
+
+    def __init__(
+        self,
+        name: str,
+        dsn: SecretStr,
+        slot_pattern: str,
+        consumer_app: str,
+        *,
+        connect_timeout: float,
+        statement_timeout: float,
+    ) -> None:
+        self.name = name
+        self._dsn = dsn
+        self._slot_pattern = slot_pattern
+        self._consumer_app = consumer_app
+        self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def poll(self) -> PollResult:
+        started = time.time()
+        clock = time.monotonic()
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self.close()
+                try:
+                    self._conn = _open(
+                        self._dsn, self._connect_timeout, self._statement_timeout, read_only=True
+                    )
+                except psycopg.OperationalError as exc:
+                    error = classify_error(exc, connecting=True)
+                    return PollResult(self.name, started, time.monotonic() - clock, error=error)
+            server, slots = fetch(self._conn, self._slot_pattern, self._consumer_app)
+        except (psycopg.Error, UnsupportedServer) as exc:
+            # A query error leaves the connection usable, a lost one does not: start afresh.
+            self.close()
+            error = classify_error(exc)
+            return PollResult(self.name, started, time.monotonic() - clock, error=error)
+        return PollResult(self.name, started, time.monotonic() - clock, server, slots)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # Closing a dead socket may complain; there is nothing left to do with it.
+            with contextlib.suppress(psycopg.Error):
+                conn.close()

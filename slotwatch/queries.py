@@ -1,0 +1,55 @@
+"""The SQL slotwatch runs, chosen by server version in this one place.
+
+Each statement is a whole file under `sql/`, read-only, carrying a `/* slotwatch: ... */`
+marker so a DBA can find it in pg_stat_activity. Parameters are always bound, never pasted.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from slotwatch.errors import UnsupportedServer
+
+MIN_VERSION = 130000
+
+# (first version_num it applies to, file): newest first.
+_POLL = ((170000, "poll_pg17.sql"), (140000, "poll_pg14.sql"), (130000, "poll_pg13.sql"))
+
+
+@cache
+def _read(name: str) -> str:
+    return resources.files("slotwatch").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def poll_statement(version_num: int) -> str:
+    """The poll statement for a server; raises UnsupportedServer below PostgreSQL 13."""
+    for first, name in _POLL:
+        if version_num >= first:
+            return _read(name)
+    raise UnsupportedServer(
+        f"PostgreSQL {version_num // 10000} is not supported: slotwatch needs 13 or newer"
+        " (wal_status and safe_wal_size)"
+    )
+
+
+def like_pattern(pattern: str) -> str:
+    """A SPEC §1 slot pattern as a LIKE pattern: `%` is the only wildcard, `_` matches itself."""
+    return pattern.replace("\\", "\\\\").replace("_", "\\_")
+
+
+def pattern_matches(pattern: str, name: str) -> bool:
+    """The same matching in Python, for the drop guard's pre-check (SQL re-checks it)."""
+    parts = pattern.split("%")
+    if len(parts) == 1:
+        return name == pattern
+    if not name.startswith(parts[0]) or not name.endswith(parts[-1]):
+        return False
+    position = len(parts[0])
+    end = len(name) - len(parts[-1])
+    for middle in parts[1:-1]:
+        found = name.find(middle, position, end)
+        if found < 0:
+            return False
+        position = found + len(middle)
+    return position <= end
