@@ -1,0 +1,201 @@
+"""Forecast, from a slot's recent samples, how long until it is invalidated or exhausts its budget.
+
+Pure functions over plain numbers and `Sample`s: no clock, no I/O.
+
+Choices, and why:
+
+* The remaining budget is forecast from its own slope (bytes of budget lost per second), not
+  from the WAL write rate. A slot whose consumer keeps up loses no budget however fast WAL is
+  written; only the budget's own trend tells a healthy slot from a dying one. A WAL-rate
+  estimate ("remaining / WAL rate") is the worst case of a consumer that stops *now*: it is
+  short for every busy healthy slot and would page on it, so it is not used.
+* The slope is a Theil-Sen estimate (median of pairwise slopes), robust to outliers and noise.
+  Only pairs at least half the sampled span apart are used: `safe_wal_size` of a healthy slot
+  saw-tooths (it falls with every WAL byte and jumps back when `restart_lsn` crosses a segment),
+  and close pairs inside one tooth would all report the full WAL rate as a shrink. Pairs far
+  apart see the net trend, which is flat for a healthy slot and the true shrink for a dying one.
+* No ETA until the samples span a quarter of the window: a couple of samples a poll apart can
+  sit inside one saw tooth. Until then the ETA is +Inf ("unknown") and the budget ratio and
+  `wal_status` are what flag a slot already close to the edge, so nothing is lost at start-up.
+* The WAL rate is the mean (bytes written / time), not a median: WAL comes in bursts and every
+  byte of a burst counts against the budget, where a median of a bursty series reads 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from slotwatch.model import INF, Sample
+
+# Theil-Sen is quadratic in the number of points; a forecast window thinned to this many points
+# keeps one estimate to a few tens of thousands of pairs without changing the trend it reads.
+MAX_SLOPE_POINTS = 256
+
+# Fraction of the window the samples must span before their slope is trusted.
+MIN_SPAN_FRACTION = 0.5
+
+# Pairs used for the budget slope must be at least this fraction of the sampled span apart.
+PAIR_SEPARATION_FRACTION = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """How much budget a slot has left, how fast it is losing it, and when it runs out."""
+
+    eta_seconds: float  # 0 when exhausted; INF when not shrinking, unknown or unlimited
+    remaining_bytes: int | None  # None when there is no budget to measure against
+    budget_bytes: int | None  # max_slot_wal_keep_size, or the configured budget when unlimited
+    ratio: float | None  # remaining / budget; None without a (positive) budget
+    shrink_bytes_per_second: float | None  # None until the samples span enough time
+
+
+def theil_sen_slope(
+    points: Sequence[tuple[float, float]], min_separation: float = 0.0
+) -> float | None:
+    """Median of the slopes between every pair of points at least `min_separation` apart in time.
+
+    None when no such pair exists (in particular with fewer than two distinct times).
+    """
+    ordered = _thin(sorted(points, key=lambda point: point[0]))
+    slopes: list[float] = []
+    for i, (t_i, y_i) in enumerate(ordered):
+        for t_j, y_j in ordered[i + 1 :]:
+            elapsed = t_j - t_i
+            if elapsed > 0 and elapsed >= min_separation:
+                slopes.append((y_j - y_i) / elapsed)
+    if not slopes:
+        return None
+    return statistics.median(slopes)
+
+
+def wal_rate(points: Sequence[tuple[float, int]]) -> float | None:
+    """Mean WAL bytes written per second over `(time, current_lsn)` points; None if no time passed.
+
+    A position that goes backwards (a restore or crash recovery onto an older timeline) adds
+    nothing: the positions on either side are not comparable, so that step counts as zero bytes
+    while its time still counts. The rate is therefore never negative.
+    """
+    ordered = sorted(points, key=lambda point: point[0])
+    if len(ordered) < 2:
+        return None
+    elapsed = ordered[-1][0] - ordered[0][0]
+    if elapsed <= 0:
+        return None
+    written = sum(
+        max(0, later - earlier) for (_, earlier), (_, later) in itertools.pairwise(ordered)
+    )
+    return written / elapsed
+
+
+def wal_budget(max_slot_wal_keep_size: int, wal_budget_bytes: int | None) -> int | None:
+    """The budget a slot is measured against: the server's limit, else the configured one."""
+    if max_slot_wal_keep_size >= 0:
+        return max_slot_wal_keep_size
+    return wal_budget_bytes
+
+
+def remaining_budget(
+    sample: Sample, max_slot_wal_keep_size: int, wal_budget_bytes: int | None
+) -> int | None:
+    """Bytes of WAL the slot may still fall behind before invalidation (limit) or the budget.
+
+    With a server limit that is `safe_wal_size` as PostgreSQL computes it (negative while
+    unreserved). Unlimited, it is the configured budget minus the WAL the slot retains.
+    None when it cannot be told: no budget, or no `restart_lsn` (the slot is lost).
+    """
+    if sample.restart_lsn is None:
+        return None
+    if max_slot_wal_keep_size >= 0:
+        return sample.safe_wal_size
+    if wal_budget_bytes is None:
+        return None
+    return wal_budget_bytes - max(0, sample.current_lsn - sample.restart_lsn)
+
+
+def window_samples(samples: Sequence[Sample], window: float, now: float) -> list[Sample]:
+    """The samples taken within `window` before `now`, plus the newest older one as a baseline."""
+    cutoff = now - window
+    past = [sample for sample in samples if sample.at <= now]
+    recent = [sample for sample in past if sample.at >= cutoff]
+    older = [sample for sample in past if sample.at < cutoff]
+    if older:
+        recent.insert(0, max(older, key=lambda sample: sample.at))
+    return sorted(recent, key=lambda sample: sample.at)
+
+
+def invalidation_eta(
+    samples: Sequence[Sample],
+    max_slot_wal_keep_size: int,
+    wal_budget_bytes: int | None,
+    window: float,
+    now: float,
+) -> Forecast:
+    """Forecast seconds from `now` until the slot's remaining budget reaches zero.
+
+    0 when it already has, or when the slot has lost its `restart_lsn`; +Inf when the budget is
+    not shrinking, when there is no budget (unlimited and none configured), or when the recent
+    samples are too few or too close together to tell.
+    """
+    budget = wal_budget(max_slot_wal_keep_size, wal_budget_bytes)
+    recent = window_samples(samples, window, now)
+    if not recent:
+        return Forecast(INF, None, budget, None, None)
+    latest = recent[-1]
+    if latest.restart_lsn is None:
+        # Invalidated: nothing is left, whether or not there was a budget to speak of.
+        return Forecast(0.0, 0 if budget is not None else None, budget, _ratio(0, budget), None)
+    remaining = remaining_budget(latest, max_slot_wal_keep_size, wal_budget_bytes)
+    if remaining is None:
+        return Forecast(INF, None, budget, None, None)
+    ratio = _ratio(remaining, budget)
+    if remaining <= 0:
+        return Forecast(0.0, remaining, budget, ratio, None)
+
+    # The trend comes from the retained WAL, whose slope is minus the budget's: safe_wal_size
+    # only moves in whole segments as restart_lsn crosses them, and that coarse saw-tooth would
+    # read as a steady shrink for as long as one segment takes to fill.
+    points = [
+        (sample.at, float(sample.restart_lsn - sample.current_lsn))
+        for sample in recent
+        if sample.restart_lsn is not None
+    ]
+    span = points[-1][0] - points[0][0] if points else 0.0
+    if span <= 0 or span < window * MIN_SPAN_FRACTION:
+        return Forecast(INF, remaining, budget, ratio, None)
+    slope = theil_sen_slope(points, min_separation=span * PAIR_SEPARATION_FRACTION)
+    if slope is None:
+        return Forecast(INF, remaining, budget, ratio, None)
+    shrink = max(0.0, -slope)
+    if shrink == 0 or shrink * span <= _spread(points, slope):
+        return Forecast(INF, remaining, budget, ratio, 0.0)
+    eta = max(0.0, remaining / shrink - max(0.0, now - latest.at))
+    return Forecast(eta, remaining, budget, ratio, shrink)
+
+
+def _ratio(remaining: int, budget: int | None) -> float | None:
+    # A zero budget (max_slot_wal_keep_size = 0) has no meaningful fraction; the ETA and
+    # wal_status still speak for such a slot.
+    if budget is None or budget <= 0:
+        return None
+    return remaining / budget
+
+
+def _spread(points: Sequence[tuple[float, float]], slope: float) -> float:
+    # The interquartile range of what the trend line does not explain: for a healthy slot that is
+    # the saw-tooth of restart_lsn's jumps, and a "trend" whose whole fall over the sampled span
+    # stays inside it is that saw-tooth sampled unluckily, not a slot losing its budget.
+    residuals = [value - slope * at for at, value in points]
+    if len(residuals) < 4:
+        return 0.0
+    quartiles = statistics.quantiles(residuals, n=4)
+    return quartiles[2] - quartiles[0]
+
+
+def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(points) <= MAX_SLOPE_POINTS:
+        return points
+    step = (len(points) - 1) / (MAX_SLOPE_POINTS - 1)
+    return [points[round(i * step)] for i in range(MAX_SLOPE_POINTS)]
