@@ -1,0 +1,200 @@
+"""The command line (SPEC §5): parse, dispatch to a verb, and turn errors into exit codes.
+
+This is the only module that exits. Every error is one line on stderr; a traceback is shown
+only when the log level is debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from slotwatch import __version__
+from slotwatch.drop import run_drop
+from slotwatch.errors import DatabaseUnreachable, SlotwatchError, UsageError
+from slotwatch.logs import REDACTOR, configure, get_logger
+from slotwatch.oneshot import poll_once
+from slotwatch.report import check_result, status_document, status_table
+from slotwatch.service import Service
+from slotwatch.settings import Settings, Target, load_settings, redacted_view, secret_values
+
+log = get_logger("slotwatch")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `slotwatch {self._verb()}--help`)")
+
+    def _verb(self) -> str:
+        parts = self.prog.split(maxsplit=1)
+        return f"{parts[1]} " if len(parts) > 1 else ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="slotwatch",
+        description="Watch PostgreSQL logical replication slots consumed by PowerSync.",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML settings file (default: $SLOTWATCH_CONFIG)"
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+    verbs.add_parser("run", help="run the daemon: poll, probe, serve /metrics /healthz /status")
+    status = verbs.add_parser("status", help="poll once and print one line per slot")
+    status.add_argument("--json", action="store_true", help="print the /status document")
+    status.add_argument("--target", metavar="NAME", help="only this target")
+    check = verbs.add_parser("check", help="poll once, Nagios-style: exit 0/1/2/3")
+    check.add_argument("--target", metavar="NAME", help="only this target")
+    drop = verbs.add_parser("drop", help="drop a wedged slot, behind a guard (dry run by default)")
+    drop.add_argument("slot", nargs="?", metavar="SLOT", help="the slot to drop")
+    drop.add_argument(
+        "--confirm",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SLOT",
+        help="really drop: type the name at the prompt, or give it here without a terminal",
+    )
+    drop.add_argument(
+        "--terminate", action="store_true", help="terminate the walsender holding the slot"
+    )
+    drop.add_argument(
+        "--force", action="store_true", help="allow a healthy or lagging slot (needs --reason)"
+    )
+    drop.add_argument("--reason", metavar="TEXT", help="why, for the audit record")
+    drop.add_argument("--target", metavar="NAME", help="the target (when several are configured)")
+    drop.add_argument(
+        "--observe",
+        metavar="DURATION",
+        default="30s",
+        help="how long to watch an active slot when no daemon is reachable (default 30s)",
+    )
+    drop.add_argument(
+        "--daemon-url",
+        metavar="URL",
+        help="the running daemon's base URL for /status (default: from SLOTWATCH_LISTEN)",
+    )
+    verbs.add_parser("config", help="validate the settings and print them, secrets redacted")
+    verbs.add_parser("version", help="print the version")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[Settings, tuple[Target, ...]]:
+    settings, targets = load_settings(args.config)
+    REDACTOR.register(secret_values(targets))
+    configure(settings.log_level, settings.log_format)
+    return settings, targets
+
+
+def _select(targets: tuple[Target, ...], name: str | None) -> tuple[Target, ...]:
+    if name is None:
+        return targets
+    chosen = tuple(t for t in targets if t.name == name)
+    if not chosen:
+        known = ", ".join(t.name for t in targets)
+        raise UsageError(f"--target {name}: no such target (configured: {known})")
+    return chosen
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings, targets = _load(args)
+    Service(settings, targets).run()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings, targets = _load(args)
+    snapshot = poll_once(settings, _select(targets, args.target))
+    if args.json:
+        print(json.dumps(status_document(snapshot), indent=2, allow_nan=False))
+    else:
+        print(status_table(snapshot))
+    down = [view for view in snapshot.targets if not view.up]
+    if down:
+        error = down[0].last_poll.error if down[0].last_poll else None
+        raise DatabaseUnreachable(f"{down[0].name}: {error.message if error else 'not polled'}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        settings, targets = _load(args)
+        snapshot = poll_once(settings, _select(targets, args.target))
+    except SlotwatchError as exc:
+        # A monitoring plugin must always answer in its own codes: anything broken is UNKNOWN.
+        print(f"SLOTWATCH UNKNOWN - {REDACTOR.scrub(str(exc))}")
+        return 3
+    code, line = check_result(snapshot)
+    print(line)
+    return code
+
+
+def _drop(args: argparse.Namespace) -> int:
+    settings, targets = _load(args)
+    return run_drop(args, settings, _select_one(targets, args.target))
+
+
+def _select_one(targets: tuple[Target, ...], name: str | None) -> Target:
+    chosen = _select(targets, name)
+    if len(chosen) > 1:
+        names = ", ".join(t.name for t in chosen)
+        raise UsageError(f"several targets are configured ({names}): name one with --target")
+    return chosen[0]
+
+
+def _config(args: argparse.Namespace) -> int:
+    settings, targets = _load(args)
+    print(json.dumps(redacted_view(settings, targets), indent=2))
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    print(f"slotwatch {__version__}")
+    return 0
+
+
+VERBS = {
+    "run": _run,
+    "status": _status,
+    "check": _check,
+    "drop": _drop,
+    "config": _config,
+    "version": _version,
+}
+
+
+def _debug_requested() -> bool:
+    return os.environ.get("SLOTWATCH_LOG_LEVEL", "").lower() == "debug"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure("debug" if _debug_requested() else "info", "auto")
+    try:
+        args = build_parser().parse_args(argv)
+        return VERBS[args.verb](args)
+    except SlotwatchError as exc:
+        _fail(exc, exc.exit_code)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("slotwatch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last net: one line, exit 70, never a traceback
+        _fail(exc, 70, unexpected=True)
+        return 70
+
+
+def _fail(exc: BaseException, code: int, *, unexpected: bool = False) -> None:
+    message = REDACTOR.scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if unexpected:
+        message = f"unexpected error: {type(exc).__name__}: {message}"
+        if not _debug_requested():
+            message += " (set SLOTWATCH_LOG_LEVEL=debug for the traceback)"
+    if _debug_requested() and logging.getLogger().isEnabledFor(logging.DEBUG):
+        log.debug("traceback", exc_info=exc)
+    print(f"slotwatch: {message}", file=sys.stderr)

@@ -1,0 +1,242 @@
+"""Wiring of the daemon: scheduler, pollers, probers, store, HTTP; and its ordered shutdown.
+
+Each target has its own poll job and probe job on APScheduler's thread pool, so a slow target
+never delays another. A job is never run twice at once (max_instances=1); a poll that could not
+start because the previous one still ran is counted, not logged at WARNING forever.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from slotwatch.collector import build_registry
+from slotwatch.db import TargetConnection
+from slotwatch.http import HttpServer
+from slotwatch.logs import get_logger
+from slotwatch.probe import Prober
+from slotwatch.report import status_document
+from slotwatch.settings import Settings, Target
+from slotwatch.store import StateChange, Store, TargetView
+
+log = get_logger(__name__)
+
+
+def target_views(targets: tuple[Target, ...]) -> list[TargetView]:
+    return [
+        TargetView(
+            name=t.name,
+            probe_name=t.probe_name,
+            slot_pattern=t.slot_pattern,
+            thresholds=t.thresholds,
+            probe_enabled=t.liveness_url is not None,
+        )
+        for t in targets
+    ]
+
+
+def connections(settings: Settings, targets: tuple[Target, ...]) -> dict[str, TargetConnection]:
+    return {
+        t.name: TargetConnection(
+            t.name,
+            t.dsn,
+            t.slot_pattern,
+            t.consumer_app,
+            connect_timeout=settings.connect_timeout,
+            statement_timeout=settings.statement_timeout,
+        )
+        for t in targets
+    }
+
+
+def log_changes(changes: list[StateChange]) -> None:
+    """One structured event per state change, so the journal tells an incident's story."""
+    for change in changes:
+        a = change.assessment
+        log.info(
+            "slot state changed" if change.after else "slot gone",
+            target=change.target,
+            slot=change.slot,
+            state_from=change.before.value if change.before else None,
+            state_to=change.after.value if change.after else None,
+            reasons=list(a.reasons) if a else [],
+            lag_bytes=a.lag_bytes if a else None,
+            retained_wal_bytes=a.retained_wal_bytes if a else None,
+            flush_stall_seconds=round(a.flush_stall_seconds, 1) if a else None,
+            invalidation_eta_seconds=(
+                None
+                if a is None or a.invalidation_eta_seconds == float("inf")
+                else round(a.invalidation_eta_seconds)
+            ),
+        )
+
+
+class Service:
+    """The running daemon. `run()` blocks until `request_stop()` (SIGTERM/SIGINT) is called."""
+
+    def __init__(self, settings: Settings, targets: tuple[Target, ...]) -> None:
+        self.settings = settings
+        self.targets = targets
+        self.store = Store(target_views(targets))
+        self.registry = build_registry(self.store)
+        self._connections = connections(settings, targets)
+        self._probers = {
+            t.name: Prober(t.liveness_url, settings.probe_timeout)
+            for t in targets
+            if t.liveness_url is not None
+        }
+        self._last_attempt: dict[str, float] = {}
+        self._started = time.time()
+        self._stop = threading.Event()
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=2 * len(targets) + 1)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone="UTC",
+        )
+        self._scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
+        self.http = HttpServer(settings.listen_address(), self.registry, self.health, self.status)
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def poll(self, name: str) -> None:
+        self._last_attempt[name] = time.time()
+        result = self._connections[name].poll()
+        if result.error is not None:
+            log.warning(
+                "poll failed", target=name, reason=result.error.reason, error=result.error.message
+            )
+        log_changes(self.store.record_poll(result))
+
+    def probe(self, name: str) -> None:
+        result = self._probers[name].probe()
+        previous = self.store.snapshot()
+        before = next(v.probe for v in previous.targets if v.name == name)
+        if before is None or before.up != result.up:
+            log.info(
+                "liveness probe up" if result.up else "liveness probe down",
+                target=name,
+                url=result.url,
+                status_code=result.status_code,
+                error=result.error,
+            )
+        self.store.record_probe(name, result)
+
+    def _on_event(self, event: JobEvent) -> None:
+        job_id = str(event.job_id)
+        if event.code == EVENT_JOB_MAX_INSTANCES and job_id.startswith("poll:"):
+            self.store.record_skipped_poll(job_id.removeprefix("poll:"))
+            log.debug("poll skipped: the previous one is still running", target=job_id[5:])
+        elif event.code == EVENT_JOB_ERROR:
+            exception: Any = getattr(event, "exception", None)
+            log.error("job failed unexpectedly", job=job_id, error=repr(exception))
+
+    # --- HTTP callbacks ---------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        if not self._scheduler.running:
+            return False, "scheduler not running"
+        now = time.time()
+        limit = 3 * self.settings.poll_interval
+        for target in self.targets:
+            attempt = self._last_attempt.get(target.name)
+            if attempt is None:
+                if now - self._started > limit:
+                    return False, f"{target.name}: no poll attempted yet"
+                continue
+            if now - attempt > limit:
+                return False, f"{target.name}: last poll attempt {now - attempt:.0f}s ago"
+        return True, "ok"
+
+    def status(self) -> dict[str, Any]:
+        return status_document(self.store.snapshot())
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._started = time.time()
+        self.http.start()
+        now = time.time()
+        for target in self.targets:
+            self._scheduler.add_job(
+                self.poll,
+                "interval",
+                args=[target.name],
+                id=f"poll:{target.name}",
+                seconds=self.settings.poll_interval,
+                next_run_time=_utc(now),
+                misfire_grace_time=max(1, int(self.settings.poll_interval)),
+            )
+            if target.name in self._probers:
+                self._scheduler.add_job(
+                    self.probe,
+                    "interval",
+                    args=[target.name],
+                    id=f"probe:{target.name}",
+                    seconds=self.settings.probe_interval,
+                    next_run_time=_utc(now),
+                    misfire_grace_time=max(1, int(self.settings.probe_interval)),
+                )
+        self._scheduler.start()
+        host, _ = self.settings.listen_address()
+        log.info(
+            "slotwatch started",
+            listen=f"[{host}]:{self.http.port}" if ":" in host else f"{host}:{self.http.port}",
+            targets=[t.name for t in self.targets],
+            poll_interval=self.settings.poll_interval,
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def wait(self) -> None:
+        # Event.wait with a timeout stays interruptible by signals on every platform.
+        while not self._stop.wait(timeout=1.0):
+            pass
+
+    def shutdown(self) -> None:
+        """Finish the polls in flight, then stop the scheduler, HTTP and connections."""
+        log.info("slotwatch stopping")
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+        self.http.stop()
+        for connection in self._connections.values():
+            connection.close()
+        for prober in self._probers.values():
+            prober.close()
+        log.info("slotwatch stopped")
+
+    def run(self) -> None:
+        with _stop_on_signals(self.request_stop):
+            self.start()
+            try:
+                self.wait()
+            finally:
+                self.shutdown()
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+@contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM/SIGINT only set a flag; the main loop does the work."""
+
+    def handler(signum: int, frame: object) -> None:
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
