@@ -1,0 +1,180 @@
+"""Run the real `slotwatch` command in tests: the daemon as a subprocess, one-shot verbs whole.
+
+`SlotwatchProcess` starts `slotwatch run` on a free loopback port with a clean SLOTWATCH_*
+environment, waits for /healthz, and reads /metrics (parsed with prometheus_client's own parser)
+and /status. Everything an operator would see, nothing from inside the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from slotwatch.sandbox.waiting import wait_until
+
+SLOTWATCH = str(Path(sys.executable).with_name("slotwatch"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """The test process's environment without any SLOTWATCH_*, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTWATCH_")}
+    env.update(settings)
+    return env
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str], timeout: float = 60, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a one-shot verb to completion with exactly `env` as its SLOTWATCH_* settings."""
+    return subprocess.run(
+        [SLOTWATCH, *args],
+        env=clean_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        check=False,
+    )
+
+
+class Metrics:
+    """Parsed /metrics: `value(name, **labels)` finds one sample."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.samples: list[tuple[str, dict[str, str], float]] = []
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                self.samples.append((sample.name, dict(sample.labels), sample.value))
+
+    def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+        return [
+            (lbl, value)
+            for sample_name, lbl, value in self.samples
+            if sample_name == name and all(lbl.get(k) == v for k, v in labels.items())
+        ]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        found = self.find(name, **labels)
+        if len(found) > 1:
+            raise AssertionError(f"{name}{labels} matches {len(found)} samples")
+        return found[0][1] if found else None
+
+    def state(self, target: str, slot: str) -> str | None:
+        current = [
+            lbl["state"]
+            for lbl, value in self.find("slotwatch_slot_state", target=target, slot=slot)
+            if value == 1
+        ]
+        return current[0] if current else None
+
+
+class SlotwatchProcess:
+    """`slotwatch run` as a child process; stop() sends SIGTERM like systemd does."""
+
+    def __init__(self, settings: Mapping[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {"SLOTWATCH_LISTEN": f"127.0.0.1:{self.port}", "SLOTWATCH_LOG_FORMAT": "json"}
+        env.update(settings)
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [SLOTWATCH, "run"],
+            env=clean_env(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._client = httpx.Client(timeout=5)
+
+    def __enter__(self) -> SlotwatchProcess:
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"slotwatch exited {self.proc.returncode}: {self.log()}")
+            try:
+                return self._client.get(self.url + "/metrics").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout, message="slotwatch did not start serving /metrics")
+
+    def get(self, path: str) -> httpx.Response:
+        return self._client.get(self.url + path)
+
+    def metrics(self) -> Metrics:
+        response = self.get("/metrics")
+        response.raise_for_status()
+        return Metrics(response.text)
+
+    def status(self) -> dict[str, Any]:
+        response = self.get("/status")
+        response.raise_for_status()
+        document: dict[str, Any] = json.loads(response.text)
+        return document
+
+    def slot_status(self, slot: str, target: str = "default") -> dict[str, Any] | None:
+        for entry in self.status()["targets"]:
+            if entry["target"] == target:
+                for found in entry["slots"]:
+                    if found["slot"] == slot:
+                        return dict(found)
+        return None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """The structured log lines whose `event` is `event`."""
+        found = []
+        for line in self.log().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == event:
+                found.append(record)
+        return found
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, then wait; returns the exit code (kills and fails after `timeout`)."""
+        self._client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("slotwatch did not stop within the grace period") from None
+        self._log.close()
+        return int(self.proc.returncode)
+
+    def elapsed_stop(self) -> tuple[int, float]:
+        started = time.monotonic()
+        code = self.stop()
+        return code, time.monotonic() - started
