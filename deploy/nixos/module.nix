@@ -13,8 +13,9 @@ let
   size = types.either types.ints.unsigned types.str;
   inStore = path: lib.hasPrefix builtins.storeDir (toString path);
 
-  # Settings whose value is null are left to slotwatch's own defaults (SPEC §6).
-  environment = lib.filterAttrs (_: v: v != null) ({
+  # Settings whose value is null are left to slotwatch's own defaults (SPEC §6); the rest become
+  # strings, since systemd.services.<name>.environment takes no integers.
+  environment = lib.mapAttrs (_: toString) (lib.filterAttrs (_: v: v != null) ({
     SLOTWATCH_DSN_FILE = "%d/dsn";
     SLOTWATCH_ADMIN_DSN_FILE = if cfg.adminDsnFile != null then "%d/admin-dsn" else null;
     SLOTWATCH_LISTEN = "${cfg.listenAddress}:${toString cfg.port}";
@@ -29,7 +30,7 @@ let
     SLOTWATCH_AT_RISK_ETA = cfg.atRiskEta;
     SLOTWATCH_WAL_BUDGET_BYTES = cfg.walBudgetBytes;
     SLOTWATCH_LOG_FORMAT = "json";
-  } // cfg.extraEnvironment);
+  } // cfg.extraEnvironment));
 in
 {
   options.services.slotwatch = {

@@ -14,6 +14,7 @@ let
     filterAttrs = pred: set:
       builtins.listToAttrs (builtins.filter (kv: pred kv.name kv.value)
         (map (name: { inherit name; value = set.${name}; }) (builtins.attrNames set)));
+    inherit (builtins) mapAttrs;
     hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
     getExe = package: "${package}/bin/slotwatch";
     types = rec {
