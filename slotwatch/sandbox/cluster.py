@@ -104,7 +104,6 @@ class Cluster:
             "unix_socket_directories": str(self.datadir),
             "wal_level": "logical",
             "fsync": "off",
-            "synchronous_commit": "off",
             "max_wal_size": max_wal_size,
             "min_wal_size": min_wal_size,
             "max_slot_wal_keep_size": max_slot_wal_keep_size,
