@@ -337,9 +337,11 @@ def test_monitoring_role_sees_everything_but_can_change_nothing(source: Cluster)
         assert slots[streaming].total_bytes is not None
 
         # Without pg_monitor those figures are hidden: it is what the monitoring role needs.
-        with _connect_as(source, "unprivileged") as bare:
-            with pytest.raises(errors.InsufficientPrivilege):
-                bare.execute("SELECT count(*) FROM pg_ls_waldir()")
+        with (
+            _connect_as(source, "unprivileged") as bare,
+            pytest.raises(errors.InsufficientPrivilege),
+        ):
+            bare.execute("SELECT count(*) FROM pg_ls_waldir()")
         with _connect_as(source, "unprivileged") as bare:
             hidden = bare.execute(
                 "SELECT sent_lsn FROM pg_stat_replication WHERE application_name = %s",
@@ -364,9 +366,11 @@ def test_monitoring_role_sees_everything_but_can_change_nothing(source: Cluster)
             with pytest.raises(errors.InsufficientPrivilege):
                 monitor.execute("SELECT count(*) FROM lists")
         # The default read-only session refuses writes on its own, too.
-        with psycopg.connect(source.dsn(user="slotwatch"), autocommit=True) as monitor:
-            with pytest.raises(errors.ReadOnlySqlTransaction):
-                monitor.execute("CREATE TEMP TABLE scratch (x int)")
+        with (
+            psycopg.connect(source.dsn(user="slotwatch"), autocommit=True) as monitor,
+            pytest.raises(errors.ReadOnlySqlTransaction),
+        ):
+            monitor.execute("CREATE TEMP TABLE scratch (x int)")
 
         assert source.slot(streaming) is not None
         assert source.slot(snapshotting) is not None
@@ -394,6 +398,9 @@ def test_monitoring_role_sees_everything_but_can_change_nothing(source: Cluster)
 def test_drop_role_cannot_end_a_superuser_session(source: Cluster) -> None:
     # pg_signal_backend stops at superusers: a consumer running as one cannot be unstuck by
     # `slotwatch drop --terminate`, which the docs warn about.
-    with source.connect() as superuser, _connect_as(source, "slotwatch_admin") as admin:
-        with pytest.raises(errors.InsufficientPrivilege):
-            admin.execute("SELECT pg_terminate_backend(%s)", (superuser.info.backend_pid,))
+    with (
+        source.connect() as superuser,
+        _connect_as(source, "slotwatch_admin") as admin,
+        pytest.raises(errors.InsufficientPrivilege),
+    ):
+        admin.execute("SELECT pg_terminate_backend(%s)", (superuser.info.backend_pid,))
