@@ -246,6 +246,7 @@ def test_quadlet_runs_read_only_as_a_numeric_user_with_file_secrets_and_a_health
     assert settings["User"] == ["65532"]
     assert settings["NoNewPrivileges"] == ["true"]
     assert settings["DropCapability"] == ["all"]
+    assert settings["Tmpfs"] == ["/run/secrets"]
     assert any(value.startswith("slotwatch-dsn,type=mount") for value in settings["Secret"])
     assert "SLOTWATCH_DSN_FILE=/run/secrets/slotwatch-dsn" in settings["Environment"]
     assert "SLOTWATCH_LISTEN=127.0.0.1:9847" in settings["Environment"]
