@@ -223,6 +223,11 @@ class TargetConnection:
             self.close()
             error = classify_error(exc)
             return PollResult(self.name, started, time.monotonic() - clock, error=error)
+        except Exception as exc:  # noqa: BLE001 - a surprise (a document we cannot parse, a
+            # driver bug) must still read as a failed poll: else slotwatch_up keeps the last 1.
+            self.close()
+            error = PollError("other", f"unexpected {type(exc).__name__}: {one_line(exc)}")
+            return PollResult(self.name, started, time.monotonic() - clock, error=error)
         return PollResult(self.name, started, time.monotonic() - clock, server, slots)
 
     def close(self) -> None:

@@ -55,6 +55,9 @@ class Prober:
             return self._down(checked_at, clock, "timed out")
         except httpx.HTTPError as exc:
             return self._down(checked_at, clock, _describe(exc))
+        except Exception as exc:  # noqa: BLE001 - a surprise (a malformed Location header, an
+            # invalid URL) is still a failed probe: else the last result would stand as if fresh.
+            return self._down(checked_at, clock, f"unexpected {type(exc).__name__}: {exc}")
         duration = time.monotonic() - clock
         touched_age = _touched_age(body, time.time())
         up = 200 <= status < 300
