@@ -7,6 +7,7 @@ start because the previous one still ran is counted, not logged at WARNING forev
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -110,16 +111,25 @@ class Service:
     def poll(self, name: str) -> None:
         self._last_attempt[name] = time.time()
         result = self._connections[name].poll()
+        before = self._view(name).last_poll
+        failed_before = before.error if before is not None else None
         if result.error is not None:
-            log.warning(
+            # An outage polled every few seconds must not flood the journal: say it once,
+            # and again only when the reason changes; the counter has every failure.
+            repeated = failed_before is not None and failed_before.reason == result.error.reason
+            (log.debug if repeated else log.warning)(
                 "poll failed", target=name, reason=result.error.reason, error=result.error.message
             )
+        elif failed_before is not None:
+            log.info("poll succeeded again", target=name, after_error=failed_before.reason)
         log_changes(self.store.record_poll(result))
+
+    def _view(self, name: str) -> TargetView:
+        return next(v for v in self.store.snapshot().targets if v.name == name)
 
     def probe(self, name: str) -> None:
         result = self._probers[name].probe()
-        previous = self.store.snapshot()
-        before = next(v.probe for v in previous.targets if v.name == name)
+        before = self._view(name).probe
         if before is None or before.up != result.up:
             log.info(
                 "liveness probe up" if result.up else "liveness probe down",
@@ -163,6 +173,7 @@ class Service:
 
     def start(self) -> None:
         self._started = time.time()
+        _quiet_skipped_runs()
         self.http.start()
         now = time.time()
         for target in self.targets:
@@ -221,6 +232,19 @@ class Service:
                 self.wait()
             finally:
                 self.shutdown()
+
+
+class _SkippedRunFilter(logging.Filter):
+    """Drops APScheduler's per-skip WARNING: `_on_event` counts skipped polls instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+def _quiet_skipped_runs() -> None:
+    scheduler_log = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, _SkippedRunFilter) for f in scheduler_log.filters):
+        scheduler_log.addFilter(_SkippedRunFilter())
 
 
 def _utc(epoch: float) -> datetime:
