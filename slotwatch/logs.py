@@ -17,7 +17,11 @@ import structlog
 REDACTED = "********"
 
 # A password in a URI (`postgresql://user:secret@host`) or in key=value form (`password=secret`).
-_URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)@", re.I)
+# The URI secret runs to the LAST `@` before a space or quote: an unescaped `@` inside a password
+# must not leave its tail in the log.
+_URI_PASSWORD = re.compile(
+    r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s\"']*:)(?P<secret>[^\s\"']+)@", re.I
+)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ REDACTED = "********"
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
+_RawValue = str | bool | int | float | None
 
 # Keys a [[targets]] entry may carry; at the top level they are defaults for every target.
 TARGET_KEYS = (
@@ -162,13 +164,15 @@ class Settings(BaseSettings):
     liveness_url: str | None = None
     probe_name: str | None = None
     consumer_app: str | None = None
-    stall_after: str | float | None = None
-    inactive_after: str | float | None = None
-    lag_floor_bytes: str | int | None = None
-    lag_warn_bytes: str | int | None = None
-    at_risk_eta: str | float | None = None
-    wal_budget_bytes: str | int | None = None
-    forecast_window: str | float | None = None
+    # Kept as given and parsed per target (TargetEntry), so a TOML float or `inf` reaches the
+    # unit parser's message and a TOML `true` is refused rather than coerced to 1.
+    stall_after: _RawValue = None
+    inactive_after: _RawValue = None
+    lag_floor_bytes: _RawValue = None
+    lag_warn_bytes: _RawValue = None
+    at_risk_eta: _RawValue = None
+    wal_budget_bytes: _RawValue = None
+    forecast_window: _RawValue = None
 
     # process-wide, top level only
     listen: str = "127.0.0.1:9847"
@@ -408,6 +412,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text (TOML must be UTF-8)") from None
     if "name" in data:
         # `name` is a target key; at the top level it is spelled target_name.
         data["target_name"] = data.pop("name")
@@ -443,11 +449,38 @@ def load_settings(config_path: Path | str | None = None) -> tuple[Settings, tupl
                 raise ConfigError(
                     f"{name} cannot apply when the config file lists [[targets]]; set it per target"
                 )
+            # Silently ignoring a top-level dsn would watch a database nobody asked for.
+            if (key if key != "name" else "target_name") in file_values:
+                raise ConfigError(
+                    f"config file {path}: {key} at the top level cannot apply when the file"
+                    " lists [[targets]]; set it per target"
+                )
     try:
         settings = Settings(**file_values)
+        return settings, settings.resolved_targets()
     except ValidationError as exc:
-        raise ConfigError(_render(exc)) from None
-    return settings, settings.resolved_targets()
+        raise ConfigError(_blame_file(_render(exc), env, file_values, path)) from None
+    except ConfigError as exc:
+        raise ConfigError(_blame_file(str(exc), env, file_values, path)) from None
+
+
+def _blame_file(
+    message: str, env: Mapping[str, str], file_values: Mapping[str, Any], path: object
+) -> str:
+    """Name a top-level setting as the file spells it when its value came from the file.
+
+    Errors name settings by their variable; an operator who wrote `poll_interval` in the file
+    would look for SLOTWATCH_POLL_INTERVAL in the environment in vain.
+    """
+    in_env = {name.upper() for name in env}
+    blamed = message
+    for key in file_values:
+        name = _setting_name("", key)
+        if name in in_env:
+            continue
+        spelled = "name" if key == "target_name" else key
+        blamed = re.sub(rf"\b{re.escape(name)}\b", spelled, blamed)
+    return blamed if blamed == message else f"config file {path}: {blamed}"
 
 
 def redacted_view(settings: Settings, targets: tuple[Target, ...]) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+# The sign is matched so that `-5m` is refused as negative, not as unreadable.
+_DURATION = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGT]i?B|B|kB)?\s*$")
+_SIZE = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([kKMGT]i?B|B|kB)?\s*$")
 _SIZE_UNITS = {
     "B": 1,
     "kB": 1000,
@@ -36,6 +38,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
     else:
         raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if not math.isfinite(seconds):
+        raise ValueError("expected a finite duration such as 30s, 5m or 1h")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -56,6 +60,8 @@ def parse_size(value: object) -> int:
         size = float(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
     else:
         raise ValueError("expected a size such as 16MiB or 4GiB")
+    if not math.isfinite(size):
+        raise ValueError("expected a finite size such as 16MiB or 4GiB")
     if size < 0:
         raise ValueError("a size cannot be negative")
     return int(size)
