@@ -44,7 +44,8 @@ def observe(
     inactive_since: float | None = None
     if not row.active:
         earlier = prev.inactive_since if prev is not None else None
-        inactive_since = earlier if earlier is not None else at
+        # After the clock steps back, an instant from "the future" would never age: restart.
+        inactive_since = earlier if earlier is not None and earlier <= at else at
 
     return SlotTrack(
         first_seen=prev.first_seen if prev is not None else at,
@@ -70,7 +71,7 @@ def _stall_since(
     if prev.last_confirmed_lsn != confirmed:
         return None
     if prev.stall_since is not None:
-        return prev.stall_since
+        return min(prev.stall_since, sample.at)
     last = history[-1] if history else None
     if (
         last is not None
@@ -205,12 +206,14 @@ def classify(
 
     if lag is None:
         summary = "confirmed_flush_lsn is unknown"
+    elif stall > 0:
+        summary = f"{format_bytes(lag)} behind"
+    elif _advanced(track):
+        summary = f"advancing; {format_bytes(lag)} behind"
     elif not waiting:
         summary = f"idle: nothing to confirm ({format_bytes(lag)} behind)"
-    elif stall > 0 or polled_once or not row.active or len(track.samples) < 2:
-        summary = f"{format_bytes(lag)} behind"
     else:
-        summary = f"advancing; {format_bytes(lag)} behind"
+        summary = f"{format_bytes(lag)} behind"
     return verdict(SlotState.HEALTHY, [summary, *notes])
 
 
@@ -229,6 +232,13 @@ def _inactive(
         max(0.0, now - since),
         "seen by slotwatch; this PostgreSQL does not report inactive_since",
     )
+
+
+def _advanced(track: SlotTrack) -> bool:
+    if len(track.samples) < 2:
+        return False
+    before, now = track.samples[-2].confirmed_flush_lsn, track.samples[-1].confirmed_flush_lsn
+    return before is not None and now is not None and now > before
 
 
 def _lost_reasons(row: SlotRow) -> list[str]:
@@ -254,7 +264,12 @@ def _at_risk_reasons(row: SlotRow, forecast: Forecast, th: Thresholds) -> list[s
             f"wal_status is 'unreserved' (safe_wal_size {format_bytes(row.safe_wal_size)}): "
             "the next checkpoint may remove WAL the slot needs"
         )
-    if forecast.eta_seconds < th.at_risk_eta:
+    if forecast.eta_seconds <= 0:
+        reasons.append(
+            f"its WAL budget of {format_bytes(forecast.budget_bytes)} is used up "
+            f"({format_bytes(forecast.remaining_bytes)} left)"
+        )
+    elif forecast.eta_seconds < th.at_risk_eta:
         shrink = forecast.shrink_bytes_per_second
         pace = f" at {format_bytes(shrink)}/s" if shrink else ""
         reasons.append(

@@ -23,6 +23,7 @@ Choices, and why:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import statistics
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from slotwatch.model import INF, Sample
 
 # Theil-Sen is quadratic in the number of points; a forecast window thinned to this many points
 # keeps one estimate to a few tens of thousands of pairs without changing the trend it reads.
-MAX_SLOPE_POINTS = 256
+MAX_SLOPE_POINTS = 128
 
 # Fraction of the window the samples must span before their slope is trusted.
 MIN_SPAN_FRACTION = 0.5
@@ -60,12 +61,12 @@ def theil_sen_slope(
     None when no such pair exists (in particular with fewer than two distinct times).
     """
     ordered = _thin(sorted(points, key=lambda point: point[0]))
+    times = [at for at, _ in ordered]
     slopes: list[float] = []
-    for i, (t_i, y_i) in enumerate(ordered):
-        for t_j, y_j in ordered[i + 1 :]:
-            elapsed = t_j - t_i
-            if elapsed > 0 and elapsed >= min_separation:
-                slopes.append((y_j - y_i) / elapsed)
+    for t_i, y_i in ordered:
+        # Times are sorted: every partner far enough apart lies from this index on.
+        first = bisect.bisect_left(times, t_i + min_separation)
+        slopes.extend((y_j - y_i) / (t_j - t_i) for t_j, y_j in ordered[first:] if t_j > t_i)
     if not slopes:
         return None
     return statistics.median(slopes)
