@@ -9,14 +9,20 @@ Choices, and why:
   written; only the budget's own trend tells a healthy slot from a dying one. A WAL-rate
   estimate ("remaining / WAL rate") is the worst case of a consumer that stops *now*: it is
   short for every busy healthy slot and would page on it, so it is not used.
-* The slope is a Theil-Sen estimate (median of pairwise slopes), robust to outliers and noise.
-  Only pairs at least half the sampled span apart are used: `safe_wal_size` of a healthy slot
-  saw-tooths (it falls with every WAL byte and jumps back when `restart_lsn` crosses a segment),
-  and close pairs inside one tooth would all report the full WAL rate as a shrink. Pairs far
-  apart see the net trend, which is flat for a healthy slot and the true shrink for a dying one.
-* No ETA until the samples span a quarter of the window: a couple of samples a poll apart can
-  sit inside one saw tooth. Until then the ETA is +Inf ("unknown") and the budget ratio and
-  `wal_status` are what flag a slot already close to the edge, so nothing is lost at start-up.
+* The level is the latest remaining budget (`safe_wal_size` under a limit); the trend is taken
+  from the retained WAL (`current_lsn - restart_lsn`), whose slope is exactly minus the budget's.
+  `safe_wal_size` itself only moves in whole WAL segments as `restart_lsn` crosses them: on a
+  quiet healthy slot it falls steadily for as long as a segment takes to fill, then jumps back,
+  and that coarse saw-tooth would read as a steady shrink.
+* The slope is a Theil-Sen estimate (median of pairwise slopes), robust to outliers and noise,
+  over pairs at least half the sampled span apart: close pairs inside one confirm cycle see the
+  full WAL rate as a shrink, far pairs see the net trend (flat for a healthy slot).
+* A "shrink" whose whole fall over the sampled span stays within the interquartile range of what
+  the trend does not explain is the saw-tooth sampled unluckily, and counts as no shrink.
+* No ETA until the samples span half the window: a few samples a poll apart are mostly the
+  saw-tooth. Until then the ETA is +Inf ("unknown"); the budget ratio and `wal_status` are what
+  flag a slot already close to the edge, so nothing is lost at start-up. A frozen slot reads as
+  shrinking at the true rate within about half a window of its consumer stopping.
 * The WAL rate is the mean (bytes written / time), not a median: WAL comes in bursts and every
   byte of a burst counts against the budget, where a median of a bursty series reads 0.
 """
@@ -31,8 +37,8 @@ from dataclasses import dataclass
 
 from slotwatch.model import INF, Sample
 
-# Theil-Sen is quadratic in the number of points; a forecast window thinned to this many points
-# keeps one estimate to a few tens of thousands of pairs without changing the trend it reads.
+# Theil-Sen is quadratic in the number of points; a window thinned to this many evenly spaced
+# points keeps one estimate near a millisecond without changing the trend it reads.
 MAX_SLOPE_POINTS = 128
 
 # Fraction of the window the samples must span before their slope is trusted.
