@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to watch an active slot when no daemon is reachable (default 30s)",
     )
     drop.add_argument(
+        "--deadline",
+        metavar="DURATION",
+        default="30s",
+        help="with --terminate: how long to keep terminating and retrying while the consumer "
+        "reattaches (default 30s)",
+    )
+    drop.add_argument(
         "--daemon-url",
         metavar="URL",
         help="the running daemon's base URL for /status (default: from SLOTWATCH_LISTEN)",

@@ -53,3 +53,38 @@ def pattern_matches(pattern: str, name: str) -> bool:
             return False
         position = found + len(middle)
     return position <= end
+
+
+# The guarded drop (slotwatch/drop.py). Each statement binds %(slot)s and, where it re-checks
+# the pattern, %(slot_like)s; none is ever built from pieces.
+_DROP = ((170000, "drop_slot_pg17.sql"), (130000, "drop_slot_pg13.sql"))
+_TERMINATE = ((140000, "drop_terminate_pg14.sql"), (130000, "drop_terminate_pg13.sql"))
+
+
+def _by_version(choices: tuple[tuple[int, str], ...], version_num: int) -> str:
+    for first, name in choices:
+        if version_num >= first:
+            return _read(name)
+    return poll_statement(version_num)  # raises UnsupportedServer with the usual message
+
+
+def drop_statement(version_num: int) -> str:
+    """Drop the slot only if it still exists, matches and is free; one row per slot dropped."""
+    return _by_version(_DROP, version_num)
+
+
+def terminate_statement(version_num: int) -> str:
+    """Terminate whichever walsender holds the slot now (waiting for it to exit on 14+)."""
+    return _by_version(_TERMINATE, version_num)
+
+
+def drop_lock_statement() -> str:
+    return _read("drop_lock.sql")
+
+
+def drop_unlock_statement() -> str:
+    return _read("drop_unlock.sql")
+
+
+def drop_privileges_statement() -> str:
+    return _read("drop_privileges.sql")

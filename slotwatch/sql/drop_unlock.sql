@@ -1,0 +1,2 @@
+/* slotwatch: drop unlock */
+SELECT pg_advisory_unlock(hashtext('slotwatch drop'), hashtext(%(slot)s))
