@@ -213,6 +213,18 @@ def check_result(snapshot: Snapshot) -> tuple[int, str]:
             elif a.state in WARNING_STATES:
                 worst = max(worst, 1)
                 problems.append(f"{name} {a.state.value}: {'; '.join(a.reasons[:2])}")
+            elif (
+                a.state is SlotState.HEALTHY
+                and not slot.row.active
+                and slot.row.server_inactive_seconds is None
+            ):
+                # Before PostgreSQL 17 one poll cannot tell a reconnect from a dead consumer;
+                # OK would hide a dead one for good, CRITICAL would page on every reconnect.
+                worst = max(worst, 1)
+                problems.append(
+                    f"{name} has no walsender; for how long cannot be told from one poll "
+                    "(PostgreSQL before 17 has no inactive_since)"
+                )
             perf.append(f"'{name}_lag'={a.lag_bytes or 0}B")
             if a.retained_wal_bytes is not None:
                 perf.append(f"'{name}_retained'={a.retained_wal_bytes}B")
