@@ -23,6 +23,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import time
 from types import TracebackType
 from typing import Self
 
@@ -167,19 +168,27 @@ class Consumer:
         proc.wait(timeout)
         self.paused = False
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask it to finish (SIGTERM, after SIGCONT if paused); SIGKILL if it does not."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask it to finish (SIGINT, resending it while it lives); SIGKILL after ``timeout``.
+
+        SIGINT is resent because pg_recvlogical 18 forgets one that arrives during its 5 s pause
+        before reconnecting (15 exits at once); SIGTERM is not used because 15 does not catch it.
+        """
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
-        if self.paused:
-            proc.send_signal(signal.SIGCONT)
-            self.paused = False
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill(timeout)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(signal.SIGINT)
+            if self.paused:
+                proc.send_signal(signal.SIGCONT)
+                self.paused = False
+            try:
+                proc.wait(min(0.5, max(deadline - time.monotonic(), 0.01)))
+            except subprocess.TimeoutExpired:
+                continue
+        if proc.poll() is None:
+            self.kill()
 
     def destroy(self) -> None:
         """Stop, then delete the output and the log; the slot itself is left as it is."""

@@ -80,9 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
             return HTTPStatus.FOUND, b"", {"Location": REDIRECT_LOCATION}
         return HTTPStatus.OK, probe_body(), {}
 
-    def _send(
-        self, status: HTTPStatus, body: bytes, headers: dict[str, str] | None = None
-    ) -> None:
+    def _send(self, status: HTTPStatus, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
