@@ -133,11 +133,17 @@ def _check(args: argparse.Namespace) -> int:
     try:
         settings, targets = _load(args)
         snapshot = poll_once(settings, _select(targets, args.target))
+        code, line = check_result(snapshot)
     except SlotwatchError as exc:
         # A monitoring plugin must always answer in its own codes: anything broken is UNKNOWN.
         print(f"SLOTWATCH UNKNOWN - {REDACTOR.scrub(str(exc))}")
         return 3
-    code, line = check_result(snapshot)
+    except Exception as exc:
+        # Even a bug answers UNKNOWN (3), never 70: the monitoring system must see it as unknown.
+        log.debug("traceback", exc_info=exc)
+        first = REDACTOR.scrub(str(exc).splitlines()[0] if str(exc) else "")
+        print(f"SLOTWATCH UNKNOWN - unexpected error: {type(exc).__name__}: {first}")
+        return 3
     print(line)
     return code
 
@@ -176,6 +182,31 @@ VERBS = {
 }
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    try:
+        return build_parser().parse_args(argv)
+    except UsageError as exc:
+        # A monitoring plugin answers in its own codes even when it was called wrongly.
+        if _verb_of(sys.argv[1:] if argv is None else argv) == "check":
+            raise _CheckUnknown(str(exc)) from None
+        raise
+
+
+def _verb_of(argv: Sequence[str]) -> str | None:
+    """The verb the command line names, found without argparse (which just refused it)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+class _CheckUnknown(SlotwatchError):
+    exit_code = 3
+
+
 def _debug_requested() -> bool:
     return os.environ.get("SLOTWATCH_LOG_LEVEL", "").lower() == "debug"
 
@@ -183,8 +214,11 @@ def _debug_requested() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     configure("debug" if _debug_requested() else "info", "auto")
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(argv)
         return VERBS[args.verb](args)
+    except _CheckUnknown as exc:
+        print(f"SLOTWATCH UNKNOWN - {REDACTOR.scrub(str(exc))}")
+        return exc.exit_code
     except SlotwatchError as exc:
         _fail(exc, exc.exit_code)
         return exc.exit_code
