@@ -10,6 +10,7 @@ pg_ctl) so that :attr:`Cluster.pid` is the postmaster itself.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import signal
 import socket
@@ -57,6 +58,17 @@ CREATE TABLE ballast (
 INSERT INTO lists (name) VALUES ('inbox');
 CREATE PUBLICATION powersync FOR TABLE lists, todos;
 """
+
+
+# Servers run in their own session, so nothing else stops them if the owner forgets to: a run
+# that ends early (an exception, Ctrl-C in a demo) must not leave postmasters behind.
+_UNDESTROYED: set[Cluster] = set()
+
+
+@atexit.register
+def _destroy_leftovers() -> None:
+    for cluster in list(_UNDESTROYED):
+        cluster.destroy()
 
 
 def free_port() -> int:
@@ -146,6 +158,7 @@ class Cluster:
         """Start the server (running initdb and creating the ``app`` database the first time)."""
         if self.running:
             return self
+        _UNDESTROYED.add(self)
         began = time.monotonic()
         first = not self._initialised
         if first:
@@ -177,6 +190,7 @@ class Cluster:
         """Stop at once and delete everything on disk; the cluster is unusable afterwards."""
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+        _UNDESTROYED.discard(self)
 
     def log_text(self) -> str:
         try:

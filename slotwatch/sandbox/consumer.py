@@ -19,6 +19,7 @@ with a deadline of a few seconds.
 
 from __future__ import annotations
 
+import atexit
 import secrets
 import shutil
 import signal
@@ -33,6 +34,16 @@ from slotwatch.sandbox.waiting import wait_until
 
 POWERSYNC_APPLICATION_NAME = "powersync/1.0"
 PUBLICATION = "powersync"
+
+
+# Consumers run in their own session; one left running would hold its slot active for ever.
+_UNDESTROYED: set[Consumer] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for consumer in list(_UNDESTROYED):
+        consumer.destroy()
 
 
 def powersync_slot_name(sync_rules_id: int, prefix: str = "powersync_selfhost") -> str:
@@ -122,6 +133,7 @@ class Consumer:
         if self.running:
             return self
         ident = server_identity()
+        _UNDESTROYED.add(self)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 self.argv(),
@@ -194,6 +206,7 @@ class Consumer:
         """Stop, then delete the output and the log; the slot itself is left as it is."""
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        _UNDESTROYED.discard(self)
 
     def log_text(self) -> str:
         try:
