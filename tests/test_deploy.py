@@ -80,6 +80,16 @@ def test_nix_file_parses(path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_example_wires_sops_secrets_powersync_and_the_scrape_job() -> None:
+    # The example needs nixpkgs and sops-nix to evaluate; offline, its wiring is read as text.
+    text = (DEPLOY / "nixos" / "example.nix").read_text()
+    assert "./module.nix" in text
+    assert "../victoriametrics/nixos.nix" in text
+    assert 'dsnFile = config.sops.secrets."slotwatch/dsn".path;' in text
+    assert "virtualisation.oci-containers.containers.powersync" in text
+    assert "dsn = " not in text
+
+
 def _evaluate_module(settings: str) -> dict[str, Any]:
     result = subprocess.run(
         [

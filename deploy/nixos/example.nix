@@ -23,7 +23,10 @@ let
   };
 in
 {
-  imports = [ ./module.nix ];
+  imports = [
+    ./module.nix
+    ../victoriametrics/nixos.nix
+  ];
 
   # sops-nix: files under /run/secrets, root-only. systemd's LoadCredential reads them as root,
   # so slotwatch's dynamic user never needs to own them.
@@ -48,8 +51,8 @@ in
     extraEnvironment.SLOTWATCH_LOG_LEVEL = "info";
   };
 
-  # slotwatch must be able to reach the CA file named in the DSN; ProtectSystem=strict leaves /etc
-  # readable, so nothing else is needed.
+  # The CA named in the DSN (download prod-ca-2021.crt from the Supabase dashboard and keep it next
+  # to this file). ProtectSystem=strict leaves /etc readable, so the service needs nothing more.
   environment.etc."ssl/supabase/prod-ca-2021.crt".source = ./prod-ca-2021.crt;
 
   # PowerSync itself, as it already runs on this host.
@@ -71,21 +74,6 @@ in
   # Start after PowerSync so the first liveness probe does not report a container still booting.
   systemd.services.slotwatch.after = [ "podman-powersync.service" ];
 
-  # VictoriaMetrics scrapes slotwatch on loopback; alert rules ship in the slotwatch repository.
-  services.victoriametrics = {
-    enable = true;
-    extraOptions = [ "-promscrape.config=${(pkgs.formats.yaml { }).generate "scrape.yml" {
-      scrape_configs = [
-        {
-          job_name = "slotwatch";
-          scrape_interval = "15s";
-          static_configs = [ { targets = [ "127.0.0.1:9847" ]; } ];
-        }
-        {
-          job_name = "powersync";
-          static_configs = [ { targets = [ "127.0.0.1:9464" ]; } ];
-        }
-      ];
-    }}" ];
-  };
+  # VictoriaMetrics scrapes slotwatch on loopback (job "slotwatch", which the alert rules expect),
+  # vmalert evaluates the shipped rules: see ../victoriametrics/nixos.nix, imported above.
 }
