@@ -73,6 +73,11 @@ def log_changes(changes: list[StateChange]) -> None:
             lag_bytes=a.lag_bytes if a else None,
             retained_wal_bytes=a.retained_wal_bytes if a else None,
             flush_stall_seconds=round(a.flush_stall_seconds, 1) if a else None,
+            inactive_seconds=round(a.inactive_seconds, 1) if a else None,
+            sent_lag_bytes=a.sent_lag_bytes if a else None,
+            wal_budget_ratio=(
+                round(a.wal_budget_ratio, 3) if a and a.wal_budget_ratio is not None else None
+            ),
             invalidation_eta_seconds=(
                 None
                 if a is None or a.invalidation_eta_seconds == float("inf")
