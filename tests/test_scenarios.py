@@ -206,7 +206,14 @@ def assert_logged_once_each(sw: SlotwatchProcess, slot: str) -> list[dict[str, A
         assert event["state_to"] != event["state_from"]
         assert event["reasons"], event
         assert isinstance(event["reasons"], list)
-        for figure in ("lag_bytes", "retained_wal_bytes", "flush_stall_seconds"):
+        for figure in (
+            "lag_bytes",
+            "retained_wal_bytes",
+            "flush_stall_seconds",
+            "inactive_seconds",
+            "sent_lag_bytes",
+            "wal_budget_ratio",
+        ):
             assert figure in event, f"{figure} missing from {event}"
         assert "invalidation_eta_seconds" in event
         previous = event["state_to"]
@@ -312,9 +319,9 @@ def test_frozen_consumer_reads_wedged_within_the_stall_window_and_recovers(
         resumed_at = time.monotonic()
         wait_state(sw, slot, "healthy", 15)
         measure("recovery after SIGCONT", time.monotonic() - resumed_at)
+    # Not bounded below by the pause: the last confirmation came up to a status interval
+    # earlier. The event's own stall figure is what must not be short of the window.
     assert latency <= STALL + 2 * POLL + SLACK, f"wedged only after {latency:.2f}s"
-    # The stall is measured from below: never claimed before the window has passed.
-    assert latency >= STALL, f"wedged after {latency:.2f}s, before the stall window"
     events = assert_logged_once_each(sw, slot)
     assert [(e["state_from"], e["state_to"]) for e in events] == [
         (None, "healthy"),
@@ -398,6 +405,8 @@ def test_killed_consumer_reads_inactive_after_the_inactive_window(
     assert any(source_of_clock in reason for reason in doc["reasons"]), doc["reasons"]
     events = assert_logged_once_each(sw, slot)
     assert [e["state_to"] for e in events] == ["healthy", "inactive"], events
+    assert events[-1]["inactive_seconds"] >= INACTIVE
+    assert events[-1]["sent_lag_bytes"] is None
 
     code, line = check(env)
     if source.install.major >= 17:
@@ -410,6 +419,20 @@ def test_killed_consumer_reads_inactive_after_the_inactive_window(
         assert code == 1, line
         assert line.startswith("SLOTWATCH WARNING - "), line
         assert "no walsender" in line, line
+
+    # slotwatch restarts: the server's inactive_since survives it, a local clock starts over.
+    assert sw.stop() == 0
+    restarted = slotwatch(env)
+    _, metrics = next_poll(restarted, 0.0)
+    first = metrics.state(TARGET, slot)
+    if source.install.major >= 17:
+        assert first == "inactive"
+    else:
+        assert first == "healthy"
+        doc = restarted.slot_status(slot)
+        assert doc is not None
+        assert any("under the" in reason for reason in doc["reasons"]), doc["reasons"]
+        wait_state(restarted, slot, "inactive", INACTIVE + 2 * POLL + SLACK)
 
 
 def test_snapshot_copy_reads_snapshotting_not_inactive(
