@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from slotwatch.errors import ConfigError
 from slotwatch.logs import get_logger
 
 log = get_logger(__name__)
@@ -79,7 +80,14 @@ class HttpServer:
     ) -> None:
         host, port = address
         server_class = _Server6 if ":" in host else _Server
-        self._server = server_class((host, port), _Handler)
+        try:
+            self._server = server_class((host, port), _Handler)
+        except OSError as exc:
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise ConfigError(
+                f"cannot listen on {shown}: {exc.strerror or exc};"
+                " is another slotwatch running? set SLOTWATCH_LISTEN to a free address"
+            ) from None
         self._server.registry = registry
         self._server.health = health
         self._server.status = status
