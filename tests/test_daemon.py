@@ -135,6 +135,12 @@ def test_figures_equal_what_postgresql_reports(
         mark = time.time()
         m = poll_started_after(daemon, mark)
         after = server_slots(budget_cluster)
+        # A DBA finds slotwatch in pg_stat_activity by name and by the marker on its statement.
+        sessions = budget_cluster.query(
+            "SELECT query FROM pg_stat_activity WHERE application_name = 'slotwatch'"
+        )
+    assert len(sessions) == 1, sessions
+    assert sessions[0][0].startswith("/* slotwatch: poll")
 
     # The bound is the WAL written between the two reads: on an idle server, a few bytes.
     written = after[idle].current - before[idle].current
@@ -572,3 +578,20 @@ def _assert_slot_entry(entry: dict[str, Any], slot: str, cluster: Cluster) -> No
         assert entry[figure] >= 0, figure
     assert entry["restart_lsn"] == str(row["restart_lsn"])
     assert entry["confirmed_flush_lsn"] == str(row["confirmed_flush_lsn"])
+
+
+def test_listen_address_in_use_is_a_configuration_error(tmp_path: Path) -> None:
+    """A second slotwatch on the same port says so in one line and exits 78 (config)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {
+            "SLOTWATCH_DSN": "host=127.0.0.1 port=1 user=slotwatch",
+            "SLOTWATCH_LISTEN": f"127.0.0.1:{port}",
+        }
+        done = run_cli("run", env=env, timeout=30)
+    assert done.returncode == 78, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert "Traceback" not in done.stdout + done.stderr

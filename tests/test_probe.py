@@ -246,4 +246,11 @@ def test_daemon_reports_each_kind_of_answer(
             )
             assert duration is not None
             assert duration < 1.5
-        assert daemon.stop() == 0
+        # SIGTERM while a probe hangs: the probe timeout bounds the wait, the exit is clean.
+        server.set_mode("hang")
+        wait_until(lambda: _probe_series(daemon.metrics())[1] is None, 5, message="probe hanging")
+        hits = server.hits
+        wait_until(lambda: server.hits > hits, 5, interval=0.02, message="a probe in flight")
+        code, elapsed = daemon.elapsed_stop()
+        assert code == 0
+        assert elapsed < 0.5 + 3
