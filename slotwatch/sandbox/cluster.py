@@ -131,6 +131,7 @@ class Cluster:
         self.start_seconds: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._initialised = False
+        _UNDESTROYED.add(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 

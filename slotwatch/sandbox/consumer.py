@@ -79,6 +79,7 @@ class Consumer:
         self.log_path = self.workdir / "pg_recvlogical.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self.paused = False
+        _UNDESTROYED.add(self)
 
     def __enter__(self) -> Self:
         return self.start()
