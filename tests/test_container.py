@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -25,7 +25,6 @@ from slotwatch_proc import Metrics, free_port
 
 from slotwatch.sandbox.cluster import Cluster
 from slotwatch.sandbox.consumer import Consumer, create_slot
-from slotwatch.sandbox.installs import get_install
 from slotwatch.sandbox.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +66,7 @@ def podman(
     return result
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def image() -> str:
     if os.geteuid() != 0:
         pytest.fail("the container test builds a root filesystem and runs podman as root")
@@ -100,13 +99,12 @@ def image() -> str:
 
 
 @pytest.fixture
-def source() -> Iterator[Cluster]:
-    """A PowerSync-like source with the roles from deploy/sql/roles.sql and one streaming slot."""
-    with Cluster(get_install("pg15")) as cluster:
-        roles = (ROOT / "deploy" / "sql" / "roles.sql").read_bytes()
-        with cluster.connect() as conn:
-            conn.execute(roles)
-        yield cluster
+def source(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    """A PowerSync-like source with the roles from deploy/sql/roles.sql."""
+    cluster = cluster_factory()
+    with cluster.connect() as conn:
+        conn.execute((ROOT / "deploy" / "sql" / "roles.sql").read_bytes())
+    return cluster
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from slotwatch.db import TargetConnection
 from slotwatch.model import PollResult, SlotRow
 from slotwatch.sandbox.cluster import Cluster
 from slotwatch.sandbox.consumer import Consumer, create_slot
-from slotwatch.sandbox.installs import KNOWN_INSTALLS, get_install
 from slotwatch.sandbox.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,18 +277,18 @@ class ConsumerAsRole(Consumer):
         return [f"--dbname={dsn}" if arg.startswith("--dbname=") else arg for arg in super().argv()]
 
 
-@pytest.fixture(scope="module", params=KNOWN_INSTALLS)
-def source(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+@pytest.fixture
+def source(cluster_factory: Callable[..., Cluster]) -> Cluster:
     """A source database with roles.sql applied (twice: it must be rerunnable)."""
-    with Cluster(get_install(request.param)) as cluster:
-        roles = ROLES_SQL.read_text()
-        with cluster.connect() as conn:
-            conn.execute(roles.encode())
-            conn.execute(roles.encode())
-            conn.execute(f"CREATE ROLE {CONSUMER_ROLE} LOGIN REPLICATION")
-            conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {CONSUMER_ROLE}")
-            conn.execute("CREATE ROLE unprivileged LOGIN")
-        yield cluster
+    cluster = cluster_factory()
+    roles = ROLES_SQL.read_bytes()
+    with cluster.connect() as conn:
+        conn.execute(roles)
+        conn.execute(roles)
+        conn.execute(f"CREATE ROLE {CONSUMER_ROLE} LOGIN REPLICATION")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {CONSUMER_ROLE}")
+        conn.execute("CREATE ROLE unprivileged LOGIN")
+    return cluster
 
 
 def _poll_as(cluster: Cluster, role: str) -> PollResult:
