@@ -595,3 +595,15 @@ def test_listen_address_in_use_is_a_configuration_error(tmp_path: Path) -> None:
     (line,) = done.stderr.strip().splitlines()
     assert f"cannot listen on 127.0.0.1:{port}" in line
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_unknown_role_is_counted_as_auth(budget_cluster: Cluster) -> None:
+    """A role that does not exist is an `auth` failure, not a network one: the operator's fix
+    is a GRANT or a password, not a firewall."""
+    env = settings_for(budget_cluster, SLOTWATCH_DSN=budget_cluster.dsn(user="nosuchrole"))
+    done = run_cli("status", "--json", env=env)
+    assert done.returncode != 0
+    (target,) = json.loads(done.stdout)["targets"]
+    assert target["up"] is False
+    assert target["error"]["reason"] == "auth", target["error"]
+    assert "nosuchrole" in target["error"]["message"]
