@@ -214,3 +214,31 @@ def test_image_runs_non_root_serves_metrics_and_stops_cleanly_on_sigterm(
             assert consumer.running
         finally:
             podman("rm", "--force", "--time", "0", name, check=False)
+
+
+def test_image_healthcheck_fails_when_nothing_answers(image: str) -> None:
+    # The same HEALTHCHECK that passed above must fail when slotwatch is not serving: otherwise
+    # it proves nothing.
+    name = f"slotwatch-ci-idle-{uuid.uuid4().hex[:8]}"
+    podman(
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--health-interval",
+        "disable",
+        "--env",
+        f"SLOTWATCH_LISTEN=127.0.0.1:{free_port()}",
+        "--entrypoint",
+        "sleep",
+        image,
+        "60",
+    )
+    try:
+        check = podman("healthcheck", "run", name, check=False)
+        assert check.returncode != 0
+        assert "unhealthy" in check.stdout + check.stderr
+    finally:
+        podman("rm", "--force", "--time", "0", name, check=False)
