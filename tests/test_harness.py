@@ -146,8 +146,16 @@ def test_sigstop_freezes_the_slot_and_sigcont_resumes_it(
 ) -> None:
     consumer = consumer_factory(cluster)
     slot = consumer.slot_name
-    caught_up = cluster.write(rows=10)
-    wait_until(lambda: confirmed(cluster, slot) >= caught_up, CONFIRM_DEADLINE)
+    # Pause only once the client has confirmed all it was sent, so no confirmation is in flight.
+    wait_until(
+        lambda: cluster.scalar(
+            "SELECT r.flush_lsn >= r.sent_lsn FROM pg_stat_replication r"
+            " JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = %s",
+            (slot,),
+        ),
+        CONFIRM_DEADLINE,
+        message="consumer idle",
+    )
 
     consumer.pause()
     frozen_at = confirmed(cluster, slot)
@@ -182,20 +190,24 @@ def test_sigkill_leaves_the_slot_inactive(
 
 
 def test_wal_sender_timeout_cuts_a_paused_consumer(
-    cluster_factory: Callable[..., Cluster], consumer_factory: ConsumerFactory
+    cluster: Cluster, consumer_factory: ConsumerFactory
 ) -> None:
-    cluster = cluster_factory(wal_sender_timeout="1s")
-    consumer = consumer_factory(cluster)
-    consumer.pause()
-    cluster.write(rows=10)
+    cluster.set_config(wal_sender_timeout="1s")
+    try:
+        consumer = consumer_factory(cluster)
+        consumer.pause()
+        cluster.write(rows=10)
 
-    def inactive() -> bool:
-        row = cluster.slot(consumer.slot_name)
-        return row is not None and not row["active"]
+        def inactive() -> bool:
+            row = cluster.slot(consumer.slot_name)
+            return row is not None and not row["active"]
 
-    wait_until(inactive, 15, message="walsender cut by wal_sender_timeout")
-    assert consumer.running, "the frozen client itself is still there"
-    assert "replication timeout" in cluster.log_text()
+        wait_until(inactive, 15, message="walsender cut by wal_sender_timeout")
+        assert consumer.running, "the frozen client itself is still there"
+        assert "replication timeout" in cluster.log_text()
+    finally:
+        # The module's cluster is shared: put back the default the other tests rely on.
+        cluster.set_config(wal_sender_timeout="60s")
 
 
 def _get(url: str, timeout: float = 5.0) -> httpx.Response:
