@@ -305,7 +305,10 @@ class Dropper:
             self._refuse(slot, fast)
         if server is None or row is None:  # pragma: no cover - the fast checks refused it
             raise Refused(f"refused to drop {slot}: it could not be read")
-        reading = self._reading(server, row)
+        try:
+            reading = self._reading(server, row)
+        except _Vanished:
+            return self._gone(slot)
         verdict = evaluate(self._request(slot), _with_state(facts, reading.state))
         self._show(slot, server, reading, verdict)
         if self.attempt is not None:
@@ -454,7 +457,7 @@ class Dropper:
             if reading is not None:
                 return reading
         if row.active:
-            return self._observed_reading()
+            return self._observed_reading(row.name)
         return self._one_poll_reading(server, row)
 
     def _daemon_url(self) -> str:
@@ -511,7 +514,7 @@ class Dropper:
             ]
         return Reading(document, source, self._probe_text())
 
-    def _observed_reading(self) -> Reading:
+    def _observed_reading(self, slot: str) -> Reading:
         """An active slot without a daemon: watch it for `--observe` with the daemon's logic."""
         window = self.observe
         views = target_views((self.target,))
@@ -527,18 +530,25 @@ class Dropper:
         )
         began = time.monotonic()
         polls = 0
-        slot = self.args.slot or ""
         view: SlotView | None = None
+        held: SlotView | None = None  # the latest poll that saw a walsender on the slot
         while True:
             store.record_poll(self._poll_result())
             polls += 1
             found = [s for s in store.snapshot().targets[0].slots if s.row.name == slot]
-            view = found[0] if found else view
-            if not found or time.monotonic() - began >= window:
+            if not found:
+                raise _Vanished(slot)
+            view = found[0]
+            held = view if view.row.active else held
+            if time.monotonic() - began >= window:
                 break
             time.sleep(min(interval, max(0.0, window - (time.monotonic() - began))))
-        if view is None:  # pragma: no cover - the fast checks saw it a moment ago
-            raise Refused(f"slot {slot} vanished while it was being watched")
+        if view is None:  # pragma: no cover - the loop polls at least once
+            raise _Vanished(slot)
+        if not view.row.active and held is not None:
+            # The walsender went away at the end of the window (often another operator's
+            # --terminate a moment before its drop): judge the slot as it was while held.
+            view = held
         document = slot_document(view)
         seen = time.monotonic() - began
         note = (
@@ -789,6 +799,14 @@ class Dropper:
             "slotwatch drop, or its consumer). Nothing was dropped by this run."
         )
         return 0
+
+
+class _Vanished(Exception):
+    """The slot disappeared while it was being watched: someone else dropped it."""
+
+    def __init__(self, slot: str) -> None:
+        super().__init__(slot)
+        self.slot = slot
 
 
 def _slot_view(store: Store, slot: str) -> SlotView:
