@@ -74,6 +74,8 @@ from slotwatch.units import format_bytes, format_duration, parse_duration
 log = get_logger("slotwatch.drop")
 
 DAEMON_TIMEOUT = 1.5  # an operator in an incident must not wait on a daemon that hangs
+# Older than this (two poll intervals at the default 15 s, plus slack), the daemon's view is stale.
+DAEMON_MAX_AGE = 60.0
 TERMINATE_WAIT_MS = 5000  # how long pg_terminate_backend waits for the walsender to exit
 # An observation shorter than this can miss a healthy PowerSync's 10 s acknowledgement cycle.
 MIN_SOUND_WINDOW = 20.0
@@ -219,7 +221,7 @@ def run_drop(args: argparse.Namespace, settings: Settings, target: Target) -> in
         ).run()
     except SlotwatchError as exc:
         if attempt.outcome == "error":
-            attempt.outcome = "refused" if isinstance(exc, Refused) else "error"
+            attempt.outcome = _OUTCOMES.get(type(exc), "error")
         attempt.error = REDACTOR.scrub(str(exc))
         raise
     except KeyboardInterrupt:
@@ -234,6 +236,14 @@ def run_drop(args: argparse.Namespace, settings: Settings, target: Target) -> in
         finally:
             audit.close()
     return code
+
+
+_OUTCOMES: dict[type[SlotwatchError], str] = {
+    Refused: "refused",
+    PermissionDenied: "permission_denied",
+    DatabaseUnreachable: "unreachable",
+    UsageError: "usage_error",
+}
 
 
 def _duration(text: str, option: str) -> float:
@@ -483,7 +493,7 @@ class Dropper:
             return None
         for entry in document.get("targets") or []:
             if isinstance(entry, dict) and entry.get("target") == self.target.name:
-                if not entry.get("up"):
+                if not entry.get("up") or not _fresh(entry.get("last_success_at")):
                     return None
                 slots = {s["slot"]: s for s in entry.get("slots") or [] if isinstance(s, dict)}
                 return url, entry, slots
@@ -836,6 +846,17 @@ def _daemon_reading(
         live = "up" if liveness.get("up") else f"down ({liveness.get('error')})"
     when = entry.get("last_success_at") or "?"
     return Reading(dict(document), f"from the running daemon at {url}, last poll at {when}", live)
+
+
+def _fresh(when: object) -> bool:
+    """A daemon whose last good poll is old would hand over a stale state: not used then."""
+    if not isinstance(when, str):
+        return False
+    try:
+        at = datetime.fromisoformat(when).timestamp()
+    except ValueError:
+        return False
+    return time.time() - at <= DAEMON_MAX_AGE
 
 
 def _with_state(facts: SlotFacts, state: SlotState) -> SlotFacts:

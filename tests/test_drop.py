@@ -478,7 +478,7 @@ def test_a_monitoring_role_is_told_what_to_grant(
     assert run.returncode == 77, run.stdout + run.stderr
     assert "GRANT pg_signal_backend TO watcher" in run.stderr
     assert pg.slot(consumer.slot_name)["active"]  # type: ignore[index]
-    assert [r["outcome"] for r in audit_records(tmp_path)] == ["error", "error"]
+    assert [r["outcome"] for r in audit_records(tmp_path)] == ["permission_denied"] * 2
     assert_no_secret(run.stdout, run.stderr, (tmp_path / "audit.jsonl").read_text())
 
 
