@@ -83,6 +83,12 @@ class _Thresholds(BaseModel):
     wal_budget_bytes: Size | None = None
     forecast_window: Duration = 600.0
 
+    @field_validator("wal_budget_bytes", mode="before")
+    @classmethod
+    def _empty_budget_is_unset(cls, value: object) -> object:
+        # An empty variable from a unit file or a template means the SPEC default: unset.
+        return None if value == "" else value
+
     @field_validator("slot_pattern")
     @classmethod
     def _pattern(cls, value: str) -> str:
@@ -216,6 +222,19 @@ class Settings(BaseSettings):
     @classmethod
     def _listen(cls, value: str) -> str:
         parse_listen(value)
+        return value
+
+    @field_validator("audit_log", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `Environment=SLOTWATCH_AUDIT_LOG=` in a unit means "none", not Path("") == ".".
+        return None if value == "" else value
+
+    @field_validator("audit_log")
+    @classmethod
+    def _a_file(cls, value: Path | None) -> Path | None:
+        if value is not None and value.is_dir():
+            raise ValueError("is a directory; name the file drop appends its audit records to")
         return value
 
     @field_validator("log_format", "log_level", mode="before")

@@ -118,6 +118,10 @@ GOOD: dict[str, Case] = {
             "SLOTWATCH_LIVENESS_URL": "",
         }
     ),
+    # A unit file's `Environment=NAME=` means unset, not "" (a Path("") would be ".").
+    "empty-optional-values": Case(
+        {"SLOTWATCH_DSN": URI_DSN, "SLOTWATCH_AUDIT_LOG": "", "SLOTWATCH_WAL_BUDGET_BYTES": ""}
+    ),
     "multi-target-file": Case(
         {"SLOTWATCH_CONFIG": "{dir}/slotwatch.toml"},
         {
@@ -217,6 +221,10 @@ BAD: dict[str, Case] = {
     "bad-listen-v6": Case(
         {"SLOTWATCH_DSN": URI_DSN, "SLOTWATCH_LISTEN": "[not-v6]:9847"},
         names=("SLOTWATCH_LISTEN",),
+    ),
+    "audit-log-is-a-directory": Case(
+        {"SLOTWATCH_DSN": URI_DSN, "SLOTWATCH_AUDIT_LOG": "{dir}"},
+        names=("SLOTWATCH_AUDIT_LOG", "directory"),
     ),
     "bad-log-level": Case(
         {"SLOTWATCH_DSN": URI_DSN, "SLOTWATCH_LOG_LEVEL": CANARY}, names=("SLOTWATCH_LOG_LEVEL",)
@@ -370,6 +378,12 @@ def test_defaults_are_those_of_the_spec(results: Results) -> None:
     [target] = document["targets"]
     assert {k: target[k] for k in SPEC_TARGET_DEFAULTS} == SPEC_TARGET_DEFAULTS
     assert target["dsn"] == f"user=mon password={REDACTED} dbname=db host=h"
+
+
+def test_empty_optional_values_mean_unset(results: Results) -> None:
+    document = _config(results["empty-optional-values"])
+    assert document["audit_log"] is None
+    assert document["targets"][0]["wal_budget_bytes"] is None
 
 
 def test_a_dsn_file_is_read_and_stripped(results: Results) -> None:
