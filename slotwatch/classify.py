@@ -19,6 +19,11 @@ from slotwatch.forecast import Forecast, invalidation_eta, wal_rate, window_samp
 from slotwatch.model import Assessment, Sample, ServerRow, SlotRow, SlotState, SlotTrack, Thresholds
 from slotwatch.units import format_bytes, format_duration
 
+# What a stopped consumer's socket buffers can still take in (Linux autotunes a TCP receive plus
+# send buffer to a few MiB each): below this much unconfirmed WAL, a walsender that has sent
+# everything does not prove that the consumer reads.
+SOCKET_BUFFER_BYTES = 16 * 1024 * 1024
+
 # Upper bound on remembered samples per slot, whatever the poll interval and window: memory
 # stays flat over weeks even with a window far longer than the poll interval.
 MAX_SAMPLES = 512
@@ -183,7 +188,7 @@ def classify(
             [
                 f"confirmed_flush_lsn has not advanced for {format_duration(stall)} "
                 f"with {format_bytes(lag)} of WAL waiting",
-                *_reading_reasons(row, sent_lag, th),
+                *_reading_reasons(row, sent_lag, lag, th),
                 *_timeout_reasons(server),
                 *notes,
             ],
@@ -193,7 +198,7 @@ def classify(
             f"confirmed_flush_lsn has not advanced for {format_duration(stall)} with "
             f"{format_bytes(lag)} of WAL waiting (wedged after {format_duration(th.stall_after)})"
         )
-        notes.extend(_reading_reasons(row, sent_lag, th) if row.active else [])
+        notes.extend(_reading_reasons(row, sent_lag, lag, th) if row.active else [])
 
     if lag is not None and lag > th.lag_warn_bytes:
         return verdict(
@@ -285,13 +290,23 @@ def _at_risk_reasons(row: SlotRow, forecast: Forecast, th: Thresholds) -> list[s
     return reasons
 
 
-def _reading_reasons(row: SlotRow, sent_lag: int | None, th: Thresholds) -> list[str]:
+def _reading_reasons(
+    row: SlotRow, sent_lag: int | None, lag: int | None, th: Thresholds
+) -> list[str]:
     # The walsender's sent_lsn tells a consumer that stopped reading (the server cannot send)
     # from one that reads but never confirms (it receives everything, acknowledges nothing).
     if sent_lag is None:
         return ["no walsender row to tell whether the consumer still reads"]
     if sent_lag >= th.lag_floor_bytes:
         return [f"the consumer is not reading: its walsender has {format_bytes(sent_lag)} unsent"]
+    if lag is not None and lag <= SOCKET_BUFFER_BYTES:
+        # A frozen process still "receives" until the kernel's socket buffers are full: all
+        # sent proves nothing while the unconfirmed WAL would fit in them.
+        return [
+            f"its walsender has sent all but {format_bytes(sent_lag)}, but the "
+            f"{format_bytes(lag)} unconfirmed may still sit in socket buffers: whether the "
+            "consumer reads cannot be told yet"
+        ]
     return [
         f"the consumer reads (sent to within {format_bytes(sent_lag)} of the head) "
         "but does not confirm"

@@ -318,6 +318,18 @@ STORIES = [
         id="wedged-reads-but-does-not-confirm",
     ),
     pytest.param(
+        # A SIGSTOP'd consumer on a quiet database: everything was "sent" into its socket
+        # buffers, so a small unsent figure must not be read as "it reads".
+        Story(steady(360, rate=32 * KiB, row=frozen_at(START))),
+        Expect(
+            SlotState.WEDGED,
+            ("has not advanced for 5m", "whether the consumer reads cannot be told yet"),
+            absent=("does not confirm", "not reading"),
+            figures={"sent_lag_bytes": 0},
+        ),
+        id="wedged-all-sent-but-may-sit-in-socket-buffers",
+    ),
+    pytest.param(
         Story(steady(360, rate=W, sender_timeout=0.0, row=frozen_at(START, sent_lsn=START + MiB))),
         Expect(
             SlotState.WEDGED,
