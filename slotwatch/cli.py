@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from slotwatch import __version__
 from slotwatch.drop import run_drop
-from slotwatch.errors import DatabaseUnreachable, SlotwatchError, UsageError
+from slotwatch.errors import DatabaseUnreachable, PermissionDenied, SlotwatchError, UsageError
 from slotwatch.logs import REDACTOR, configure, get_logger
 from slotwatch.oneshot import poll_once
 from slotwatch.report import check_result, status_document, status_table
@@ -125,7 +125,10 @@ def _status(args: argparse.Namespace) -> int:
     down = [view for view in snapshot.targets if not view.up]
     if down:
         error = down[0].last_poll.error if down[0].last_poll else None
-        raise DatabaseUnreachable(f"{down[0].name}: {error.message if error else 'not polled'}")
+        message = f"{down[0].name}: {error.message if error else 'not polled'}"
+        if error is not None and error.reason == "auth":
+            raise PermissionDenied(message + " (check the role, its password and pg_hba.conf)")
+        raise DatabaseUnreachable(message)
     return 0
 
 

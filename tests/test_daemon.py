@@ -602,7 +602,7 @@ def test_unknown_role_is_counted_as_auth(budget_cluster: Cluster) -> None:
     is a GRANT or a password, not a firewall."""
     env = settings_for(budget_cluster, SLOTWATCH_DSN=budget_cluster.dsn(user="nosuchrole"))
     done = run_cli("status", "--json", env=env)
-    assert done.returncode != 0
+    assert done.returncode == 77, done.stderr  # SPEC §5: permission denied
     (target,) = json.loads(done.stdout)["targets"]
     assert target["up"] is False
     assert target["error"]["reason"] == "auth", target["error"]
