@@ -16,7 +16,9 @@ from slotwatch.model import SlotState
 from slotwatch.queries import pattern_matches
 
 # States that mean the consumer is doing its job: dropping would only force a full re-snapshot.
-PROTECTED_STATES = frozenset({SlotState.HEALTHY, SlotState.LAGGING})
+# SPEC §5 names healthy and lagging; snapshotting is protected too, because dropping a slot in
+# the middle of PowerSync's initial copy throws the copy away and starts it again from zero.
+PROTECTED_STATES = frozenset({SlotState.HEALTHY, SlotState.LAGGING, SlotState.SNAPSHOTTING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,7 @@ def fast_checks(request: DropRequest, facts: SlotFacts) -> Verdict:
 
 
 def state_check(request: DropRequest, state: SlotState) -> Check:
-    """Refuse a healthy or lagging slot unless the operator forces it and says why."""
+    """Refuse a healthy, lagging or snapshotting slot unless the operator forces it and says why."""
     if state not in PROTECTED_STATES:
         return Check("state", True, f"state is {state.value}")
     reason = (request.reason or "").strip()

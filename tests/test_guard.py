@@ -49,6 +49,17 @@ CASES = [
     ("healthy", SLOT, facts(state=SlotState.HEALTHY), {}, False, "state is healthy"),
     ("lagging", SLOT, facts(state=SlotState.LAGGING), {}, False, "state is lagging"),
     (
+        "snapshotting",
+        SLOT,
+        facts(state=SlotState.SNAPSHOTTING),
+        {},
+        False,
+        "state is snapshotting",
+    ),
+    ("wedged", SLOT, facts(state=SlotState.WEDGED), {}, True, ""),
+    ("inactive", SLOT, facts(state=SlotState.INACTIVE), {}, True, ""),
+    ("lost", SLOT, facts(state=SlotState.LOST), {}, True, ""),
+    (
         "healthy with --force but no reason",
         SLOT,
         facts(state=SlotState.HEALTHY),
