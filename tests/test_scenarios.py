@@ -588,9 +588,9 @@ def test_two_slots_of_a_redeploy_are_tracked_apart(
     assert "2 slots match" in line, line
     assert "'default_matched_slots'=2" in line
 
-    # The new generation takes over; the old one's consumer stops.
-    session.stop()
+    # The new generation streams as its copy commits; the old one's consumer stops.
     new.start()
+    session.stop()
     old.kill()
     wait_state(sw, new.slot_name, "healthy", 10)
     wait_state(sw, old.slot_name, "inactive", INACTIVE + 2 * POLL + 10)
