@@ -24,7 +24,7 @@ from slotwatch.errors import (
 )
 from slotwatch.logs import REDACTOR
 from slotwatch.model import PollError, PollResult, ServerRow, SlotRow
-from slotwatch.queries import like_pattern, poll_statement
+from slotwatch.queries import can_list_waldir_statement, like_pattern, poll_statement
 
 APPLICATION_NAME = "slotwatch"
 
@@ -170,11 +170,24 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def can_list_waldir(conn: psycopg.Connection[Any]) -> bool:
+    """Whether this session may run pg_ls_waldir() (asked once per connection)."""
+    row = conn.execute(can_list_waldir_statement()).fetchone()
+    return bool(row and row[0])
+
+
 def fetch(
-    conn: psycopg.Connection[Any], slot_pattern: str, consumer_app: str
+    conn: psycopg.Connection[Any],
+    slot_pattern: str,
+    consumer_app: str,
+    *,
+    list_waldir: bool | None = None,
 ) -> tuple[ServerRow, tuple[SlotRow, ...]]:
-    """Run the version's poll statement: one round trip, one row."""
-    statement = poll_statement(conn.info.server_version)
+    """Run the version's poll statement: one round trip, one row (plus the privilege question
+    when the caller has not cached its answer for this connection)."""
+    if list_waldir is None:
+        list_waldir = can_list_waldir(conn)
+    statement = poll_statement(conn.info.server_version, list_waldir=list_waldir)
     params = {"slot_like": like_pattern(slot_pattern), "consumer_like": like_pattern(consumer_app)}
     row = conn.execute(statement, params).fetchone()
     if row is None:  # pragma: no cover - the statement always returns one row
@@ -203,6 +216,7 @@ class TargetConnection:
         self._connect_timeout = connect_timeout
         self._statement_timeout = statement_timeout
         self._conn: psycopg.Connection[Any] | None = None
+        self._list_waldir: bool | None = None
 
     def poll(self) -> PollResult:
         started = time.time()
@@ -214,10 +228,15 @@ class TargetConnection:
                     self._conn = _open(
                         self._dsn, self._connect_timeout, self._statement_timeout, read_only=True
                     )
+                    self._list_waldir = None
                 except psycopg.OperationalError as exc:
                     error = classify_error(exc, connecting=True)
                     return PollResult(self.name, started, time.monotonic() - clock, error=error)
-            server, slots = fetch(self._conn, self._slot_pattern, self._consumer_app)
+            if self._list_waldir is None:
+                self._list_waldir = can_list_waldir(self._conn)
+            server, slots = fetch(
+                self._conn, self._slot_pattern, self._consumer_app, list_waldir=self._list_waldir
+            )
         except (psycopg.Error, UnsupportedServer) as exc:
             # A query error leaves the connection usable, a lost one does not: start afresh.
             self.close()

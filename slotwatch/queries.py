@@ -6,6 +6,7 @@ marker so a DBA can find it in pg_stat_activity. Parameters are always bound, ne
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 
@@ -22,11 +23,24 @@ def _read(name: str) -> str:
     return resources.files("slotwatch").joinpath("sql", name).read_text(encoding="utf-8")
 
 
-def poll_statement(version_num: int) -> str:
-    """The poll statement for a server; raises UnsupportedServer below PostgreSQL 13."""
+_WALDIR = re.compile(r"/\*waldir\*/.*?/\*waldir\*/", re.S)
+
+
+def can_list_waldir_statement() -> str:
+    """Asked once per connection: may this role run pg_ls_waldir()?"""
+    return _read("can_list_waldir.sql")
+
+
+def poll_statement(version_num: int, *, list_waldir: bool = True) -> str:
+    """The poll statement for a server; raises UnsupportedServer below PostgreSQL 13.
+
+    Without `list_waldir` the pg_ls_waldir() expression becomes NULL: PostgreSQL checks EXECUTE
+    on every function of a statement before running it, so no CASE can guard it.
+    """
     for first, name in _POLL:
         if version_num >= first:
-            return _read(name)
+            text = _read(name)
+            return text if list_waldir else _WALDIR.sub("NULL::numeric", text)
     raise UnsupportedServer(
         f"PostgreSQL {version_num // 10000} is not supported: slotwatch needs 13 or newer"
         " (wal_status and safe_wal_size)"

@@ -6,7 +6,7 @@ no capabilities on the host network, see /healthz and /metrics answer with the s
 `podman stop` it: SIGTERM, exit code 0, well inside the grace period, never a SIGKILL.
 
 Needs root, podman, debootstrap and a Debian mirror; the base root filesystem and the images are
-cached (SLOTWATCH_CI_CACHE, podman's store), so only the first run pays for debootstrap and pip.
+cached (CONTAINER_BASE_CACHE, podman's store), so only the first run pays for debootstrap and pip.
 """
 
 from __future__ import annotations

@@ -607,3 +607,30 @@ def test_unknown_role_is_counted_as_auth(budget_cluster: Cluster) -> None:
     assert target["up"] is False
     assert target["error"]["reason"] == "auth", target["error"]
     assert "nosuchrole" in target["error"]["message"]
+
+
+def test_a_role_without_pg_monitor_still_polls(budget_cluster: Cluster, own_slots: Any) -> None:
+    """pg_ls_waldir() needs pg_monitor, and PostgreSQL checks it before running any of the
+    statement: a role without it must still get every other figure, just no pg_wal size."""
+    own_slots(1)
+    budget_cluster.execute("DROP ROLE IF EXISTS plain_watcher")
+    budget_cluster.execute("CREATE ROLE plain_watcher LOGIN")
+    try:
+        plain = run_cli(
+            "status",
+            "--json",
+            env=settings_for(
+                budget_cluster, SLOTWATCH_DSN=budget_cluster.dsn(user="plain_watcher")
+            ),
+        )
+        full = run_cli("status", "--json", env=settings_for(budget_cluster))
+    finally:
+        budget_cluster.execute("DROP ROLE plain_watcher")
+    assert plain.returncode == 0, plain.stderr
+    assert full.returncode == 0, full.stderr
+    (target,) = json.loads(plain.stdout)["targets"]
+    assert target["up"] is True
+    assert target["server"]["wal_directory_bytes"] is None
+    assert target["matched_slots"] >= 1
+    (monitored,) = json.loads(full.stdout)["targets"]
+    assert monitored["server"]["wal_directory_bytes"] > 0

@@ -6,14 +6,14 @@
 # The Containerfile's default base is debian:bookworm-slim pinned by digest; where no container
 # registry is reachable (CI, air-gapped hosts) this builds an equivalent minbase root filesystem
 # from a Debian mirror and imports it, so `podman build --build-arg BASE_IMAGE=localhost/...`
-# works unchanged. Both steps are cached: the root filesystem tarball under SLOTWATCH_CI_CACHE
+# works unchanged. Both steps are cached: the root filesystem tarball under CONTAINER_BASE_CACHE
 # (default /var/cache/slotwatch-ci) and the image in podman's store. Needs root and debootstrap.
 #
 # DEBIAN_MIRROR overrides the mirror; by default the first Debian URI of this host's apt sources.
 set -eu
 
 image=${1:-localhost/slotwatch-base:bookworm}
-cache=${SLOTWATCH_CI_CACHE:-/var/cache/slotwatch-ci}
+cache=${CONTAINER_BASE_CACHE:-/var/cache/slotwatch-ci}
 tarball="$cache/bookworm-minbase.tar"
 
 if podman image exists "$image"; then

@@ -10,8 +10,9 @@ SELECT json_build_object(
     'wal_segment_size', pg_size_bytes(current_setting('wal_segment_size')),
     'wal_sender_timeout_ms', (SELECT setting::bigint FROM pg_settings
                               WHERE name = 'wal_sender_timeout'),
-    'wal_directory_bytes', CASE WHEN pg_has_role(current_user, 'pg_monitor', 'USAGE')
-                                THEN (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir()) END,
+    -- Privileges are checked at plan time, even in an untaken CASE branch: queries.py swaps
+    -- this expression for NULL when the role may not execute pg_ls_waldir().
+    'wal_directory_bytes', /*waldir*/(SELECT coalesce(sum(size), 0) FROM pg_ls_waldir())/*waldir*/,
     'server_epoch', extract(epoch FROM now()),
     'slots', coalesce((
         SELECT json_agg(row_to_json(x) ORDER BY x.name) FROM (
