@@ -22,8 +22,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from slotwatch.model import ServerRow, SlotRow
 from slotwatch.queries import like_pattern
 
-# Each statement carries a marker, so pg_stat_statements tells the peer's work from slotwatch's.
-MARKER = "naive-exporter"
+# Each statement carries a marker, as slotwatch's do, so a DBA can find it in pg_stat_activity.
 
 _SLOTS = (
     "/* naive-exporter */ SELECT slot_name, plugin, slot_type, database, temporary, active,"
