@@ -4,12 +4,12 @@ SELECT json_build_object(
     'in_recovery', pg_is_in_recovery(),
     'current_lsn', CASE WHEN NOT pg_is_in_recovery()
                         THEN pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') END,
-    'max_slot_wal_keep_size', (SELECT CASE WHEN setting::bigint < 0 THEN -1
-                                           ELSE pg_size_bytes(setting || unit) END
-                               FROM pg_settings WHERE name = 'max_slot_wal_keep_size'),
+    -- current_setting(), not pg_settings: each pg_settings scan walks every GUC (~0.3 ms).
+    -- SHOW prints -1 for an unlimited keep size, and pg_size_bytes('-1') is -1.
+    'max_slot_wal_keep_size', pg_size_bytes(current_setting('max_slot_wal_keep_size')),
     'wal_segment_size', pg_size_bytes(current_setting('wal_segment_size')),
-    'wal_sender_timeout_ms', (SELECT setting::bigint FROM pg_settings
-                              WHERE name = 'wal_sender_timeout'),
+    'wal_sender_timeout_ms',
+        extract(epoch FROM current_setting('wal_sender_timeout')::interval) * 1000,
     -- Privileges are checked at plan time, even in an untaken CASE branch: queries.py swaps
     -- this expression for NULL when the role may not execute pg_ls_waldir().
     'wal_directory_bytes', /*waldir*/(SELECT coalesce(sum(size), 0) FROM pg_ls_waldir())/*waldir*/,
