@@ -11,7 +11,8 @@ and inhibit rules, with its receivers pointed at a webhook server in this proces
 is frozen (SIGSTOP, connection kept open, as a hung PowerSync looks) while writes go on:
 PowerSyncSlotWedged fires in vmalert (and in Prometheus, which loads the same rules), reaches
 Alertmanager with severity=page, target and slot, and is delivered to the `pager` receiver.
-After SIGCONT it resolves.
+After SIGCONT it resolves. Last, slotwatch itself stops: SlotwatchDown pages for its instance,
+and no slot alert fires on the stale series.
 
 Only PostgreSQL 18 runs here: what is under test is the monitoring stack's reading of the metrics,
 not how each major fills them (tests/test_daemon.py and tests/test_scenarios.py prove the metrics
@@ -644,13 +645,46 @@ def test_every_panel_has_data_in_both_and_a_frozen_consumer_pages(stage: Stage) 
     ]
     assert send_errors == []
 
+    # slotwatch itself goes away: the scrape fails, every slot series goes stale, and the page
+    # that must come now is SlotwatchDown, for the instance that vanished.
+    instance = stage.slotwatch.url.removeprefix("http://")
+    assert stage.slotwatch.stop() == 0
+    stopped_at = time.monotonic()
+
+    def down_in_alertmanager() -> list[dict[str, Any]]:
+        return [
+            alert
+            for alert in alertmanager_alerts(stage.client, stage.alertmanager.url, "SlotwatchDown")
+            if alert["status"]["state"] == "active"
+            and alert["labels"].get("instance") == instance
+            and alert["labels"].get("severity") == "page"
+        ]
+
+    wait_until(down_in_alertmanager, ALERT_DEADLINE, interval=0.2, message="SlotwatchDown in AM")
+    down_latency = time.monotonic() - stopped_at
+    wait_until(
+        lambda: stage.webhook.alerts("SlotwatchDown", "firing"),
+        ALERT_DEADLINE,
+        interval=0.2,
+        message="SlotwatchDown delivered",
+    )
+    # A stale slot is no verdict: no slot alert may page because its series disappeared.
+    slot_alerts = [
+        a["labels"]["alertname"]
+        for a in all_alerts(stage.client, stage.vmalert.url)
+        if a["labels"]["alertname"] != "SlotwatchDown"
+    ]
+    assert slot_alerts == []
+
     total = time.monotonic() - stage.started
     print(
         f"\nmonitoring e2e: stage+dashboard {dashboard_done:.1f}s;"
         f" SIGSTOP -> vmalert firing {vmalert_latency:.1f}s,"
         f" -> Alertmanager {alertmanager_latency:.1f}s,"
         f" -> webhook {delivered_latency:.1f}s;"
-        f" SIGCONT -> resolved delivered {resolved_latency:.1f}s; total {total:.1f}s"
+        f" SIGCONT -> resolved delivered {resolved_latency:.1f}s;"
+        f" slotwatch stopped -> SlotwatchDown in Alertmanager {down_latency:.1f}s;"
+        f" total {total:.1f}s"
         f"\npaged: {annotations['summary']}: {annotations['description']}"
     )
     assert total < RUNTIME_TARGET, f"the end-to-end run took {total:.1f}s"
