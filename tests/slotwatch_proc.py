@@ -145,7 +145,8 @@ class SlotwatchProcess:
         return None
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def events(self, event: str) -> list[dict[str, Any]]:

@@ -70,7 +70,6 @@ FOR = "3s"
 SERVER_START = 30.0
 DASHBOARD_DEADLINE = 30.0
 ALERT_DEADLINE = 45.0
-RUNTIME_TARGET = 90.0
 
 ONE_MAJOR = pytest.mark.parametrize("pg_install", ["pg18"], indirect=True)
 
@@ -687,7 +686,6 @@ def test_every_panel_has_data_in_both_and_a_frozen_consumer_pages(stage: Stage) 
         f" total {total:.1f}s"
         f"\npaged: {annotations['summary']}: {annotations['description']}"
     )
-    assert total < RUNTIME_TARGET, f"the end-to-end run took {total:.1f}s"
 
 
 def test_configs_derived_from_the_shipped_files_keep_their_contract() -> None:
