@@ -2,9 +2,10 @@
 
 A session advisory lock keyed on the slot name serialises concurrent drops. The drop statement
 itself re-checks that the slot exists, matches and is free, so nothing can change between the
-last check and the drop; with `terminate` the walsender is terminated (waiting for it to exit)
-and the drop retried until the deadline. Outcomes are returned or raised as SlotwatchErrors;
-what to print is left to the caller, except the progress lines handed to `say`.
+last check and the drop; with `terminate` the walsender is terminated and the drop retried every
+few milliseconds while it exits, and again after each new holder, until the deadline. Outcomes
+are returned or raised as SlotwatchErrors; what to print is left to the caller, except the
+progress lines handed to `say`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from slotwatch.queries import (
 from slotwatch.settings import Target
 from slotwatch.units import format_duration
 
-TERMINATE_WAIT_MS = 5000  # how long pg_terminate_backend waits for the walsender to exit
+# After a terminate, the drop is retried every SPIN_PAUSE while the walsender exits: a consumer
+# restarting on the slot needs a new process, connection and START_REPLICATION, so it loses.
+SPIN_SECONDS = 5.0
+SPIN_PAUSE = 0.002
 LOCK_GRACE = 10.0  # seconds past the deadline a concurrent drop may keep the slot's lock
 
 Outcome = Literal["dropped", "already_gone"]
@@ -81,7 +85,7 @@ class AdminConnection:
                 self.dsn,
                 connect_timeout=self.connect_timeout,
                 # Room for pg_terminate_backend's own wait for the walsender to exit.
-                statement_timeout=self.statement_timeout + TERMINATE_WAIT_MS / 1000,
+                statement_timeout=self.statement_timeout,
                 read_only=False,
             )
             self.version_num = self.conn.info.server_version
@@ -218,7 +222,11 @@ class AdminConnection:
             remaining = until - time.monotonic()
             if remaining <= 0:
                 raise DeadlinePassed(_deadline_message(slot, holders, deadline))
-            self._terminate(conn, params, remaining)
+            dropped = self._terminate_and_take(conn, params, until)
+            if dropped is True:
+                return "dropped"
+            if dropped is None:
+                return "already_gone"
 
     def _try_drop(self, conn: psycopg.Connection[Any], params: dict[str, str]) -> bool | None:
         """True dropped, False not (held or changed), None: gone (someone else dropped it)."""
@@ -234,24 +242,28 @@ class AdminConnection:
                 return False  # 55006: a walsender took it between our scan and our call
         return len(rows) > 0
 
-    def _terminate(
-        self, conn: psycopg.Connection[Any], params: dict[str, str], remaining: float
-    ) -> None:
-        wait_ms = int(max(100, min(TERMINATE_WAIT_MS, remaining * 1000)))
+    def _terminate_and_take(
+        self, conn: psycopg.Connection[Any], params: dict[str, str], until: float
+    ) -> bool | None:
+        """Terminate the holder, then retry the drop every few ms until it is free (or not)."""
+        self._terminate(conn, params)
+        spin_until = min(until, time.monotonic() + SPIN_SECONDS)
+        while True:
+            dropped = self._try_drop(conn, params)
+            if dropped is not False or time.monotonic() >= spin_until:
+                return dropped
+            time.sleep(SPIN_PAUSE)
+
+    def _terminate(self, conn: psycopg.Connection[Any], params: dict[str, str]) -> None:
         with self._errors(
             "terminating the walsender",
             "{error}: GRANT pg_signal_backend TO {role} (a walsender of a superuser can only be "
             "terminated by a superuser); nothing was dropped",
         ):
-            rows = conn.execute(
-                terminate_statement(self.version_num), {**params, "timeout_ms": wait_ms}
-            ).fetchall()
-        for pid, exited in rows:
+            rows = conn.execute(terminate_statement(), params).fetchall()
+        for pid, signalled in rows:
             self.terminated_pids.append(int(pid))
-            self.say(
-                f"Terminated walsender pid {pid}"
-                + ("" if exited else f" (it had not exited after {wait_ms} ms)")
-            )
+            self.say(f"Terminated walsender pid {pid}" + ("" if signalled else " (signal refused)"))
 
 
 def _deadline_message(slot: str, holders: list[int], deadline: float) -> str:

@@ -72,7 +72,6 @@ def pattern_matches(pattern: str, name: str) -> bool:
 # The guarded drop (slotwatch/drop.py). Each statement binds %(slot)s and, where it re-checks
 # the pattern, %(slot_like)s; none is ever built from pieces.
 _DROP = ((170000, "drop_slot_pg17.sql"), (130000, "drop_slot_pg13.sql"))
-_TERMINATE = ((140000, "drop_terminate_pg14.sql"), (130000, "drop_terminate_pg13.sql"))
 
 
 def _by_version(choices: tuple[tuple[int, str], ...], version_num: int) -> str:
@@ -87,9 +86,9 @@ def drop_statement(version_num: int) -> str:
     return _by_version(_DROP, version_num)
 
 
-def terminate_statement(version_num: int) -> str:
-    """Terminate whichever walsender holds the slot now (waiting for it to exit on 14+)."""
-    return _by_version(_TERMINATE, version_num)
+def terminate_statement() -> str:
+    """Terminate whichever walsender holds the slot now, without waiting for it to exit."""
+    return _read("drop_terminate.sql")
 
 
 def drop_lock_statement() -> str:
