@@ -69,7 +69,7 @@ def pattern_matches(pattern: str, name: str) -> bool:
     return position <= end
 
 
-# The guarded drop (slotwatch/drop.py). Each statement binds %(slot)s and, where it re-checks
+# The guarded drop (slotwatch/execute.py). Each statement binds %(slot)s and, where it re-checks
 # the pattern, %(slot_like)s; none is ever built from pieces.
 _DROP = ((170000, "drop_slot_pg17.sql"), (130000, "drop_slot_pg13.sql"))
 
