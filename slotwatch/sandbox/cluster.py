@@ -18,7 +18,6 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from types import TracebackType
 from typing import Any, LiteralString, Self, TypeAlias
 
 import psycopg
@@ -27,6 +26,7 @@ from psycopg.abc import Params
 from psycopg.conninfo import make_conninfo
 
 from slotwatch.sandbox.installs import PgInstall
+from slotwatch.sandbox.lifecycle import ChildProcess
 from slotwatch.sandbox.osuser import private_dir, server_identity
 from slotwatch.sandbox.waiting import wait_until
 
@@ -91,7 +91,7 @@ def _conf_value(value: object) -> str:
     return f"'{text}'"
 
 
-class Cluster:
+class Cluster(ChildProcess):
     """One throwaway cluster: created on first :meth:`start`, deleted by :meth:`destroy`."""
 
     def __init__(
@@ -135,25 +135,8 @@ class Cluster:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def teardown(self) -> None:
         self.destroy()
-
-    @property
-    def pid(self) -> int | None:
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
         """Start the server (running initdb and creating the ``app`` database the first time)."""

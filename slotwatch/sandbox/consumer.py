@@ -25,10 +25,10 @@ import shutil
 import signal
 import subprocess
 import time
-from types import TracebackType
 from typing import Self
 
 from slotwatch.sandbox.cluster import Cluster
+from slotwatch.sandbox.lifecycle import ChildProcess
 from slotwatch.sandbox.osuser import private_dir, server_identity
 from slotwatch.sandbox.waiting import wait_until
 
@@ -57,7 +57,7 @@ def create_slot(cluster: Cluster, name: str) -> str:
     return name
 
 
-class Consumer:
+class Consumer(ChildProcess):
     """One ``pg_recvlogical`` process streaming one slot of ``cluster``."""
 
     def __init__(
@@ -81,27 +81,8 @@ class Consumer:
         self.paused = False
         _UNDESTROYED.add(self)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def teardown(self) -> None:
         self.destroy()
-
-    @property
-    def pid(self) -> int | None:
-        """The pg_recvlogical process itself (not a wrapper), while it has not exited."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        """True while the process exists, stopped (paused) or not."""
-        return self.pid is not None
 
     def create_slot(self) -> Self:
         create_slot(self.cluster, self.slot_name)

@@ -18,8 +18,9 @@ import threading
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Self
+
+from slotwatch.sandbox.lifecycle import Managed
 
 MODES = ("ok", "stale", "fail", "hang", "garbage", "huge", "redirect")
 PROBE_PATHS = ("/probes/liveness", "/probes/readiness", "/probes/startup")
@@ -109,7 +110,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class LivenessServer:
+class LivenessServer(Managed):
     """The endpoint on 127.0.0.1 (a free port), started by :meth:`start` or ``with``."""
 
     def __init__(self, mode: str = "ok") -> None:
@@ -190,13 +191,5 @@ class LivenessServer:
             self._thread = None
         self._server.server_close()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def teardown(self) -> None:
         self.stop()

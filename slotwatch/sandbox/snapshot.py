@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import threading
 import time
-from types import TracebackType
 from typing import Self
 
 import psycopg
 
 from slotwatch.sandbox.cluster import Cluster
 from slotwatch.sandbox.consumer import POWERSYNC_APPLICATION_NAME
+from slotwatch.sandbox.lifecycle import Managed
 from slotwatch.sandbox.waiting import wait_until
 
 
-class SnapshotSession:
+class SnapshotSession(Managed):
     """One connection busy in a long snapshot-like read, run by a background thread."""
 
     def __init__(
@@ -96,13 +96,5 @@ class SnapshotSession:
         self._thread = None
         self.pid = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def teardown(self) -> None:
         self.stop()
