@@ -48,6 +48,7 @@ from slotwatch.sandbox.cluster import Cluster
 from slotwatch.sandbox.consumer import Consumer
 from slotwatch.sandbox.liveness import LivenessServer
 from slotwatch.sandbox.waiting import wait_until
+from slotwatch.sandbox.writer import Writer
 
 PROMETHEUS = "/usr/bin/prometheus"
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
@@ -165,39 +166,6 @@ class Webhook:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
-
-
-class Writer:
-    """The application: inserts published rows from a thread until stopped."""
-
-    def __init__(self, cluster: Cluster, every: float = 0.05) -> None:
-        self.cluster = cluster
-        self.every = every
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            with self.cluster.connect() as conn:
-                while not self._stop.wait(self.every):
-                    conn.execute(
-                        "INSERT INTO todos (list_id, description)"
-                        " SELECT (SELECT min(id) FROM lists), repeat('x', 200)"
-                        " FROM generate_series(1, 50)"
-                    )
-        except BaseException as exc:  # noqa: BLE001 -- re-raised by stop() in the test's thread
-            self.error = exc
-
-    def start(self) -> Writer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        if self.error is not None:
-            raise AssertionError(f"the writer failed: {self.error!r}")
 
 
 def wait_for_scrapes(

@@ -31,6 +31,7 @@ from slotwatch.sandbox.consumer import Consumer, powersync_slot_name
 from slotwatch.sandbox.installs import PgInstall
 from slotwatch.sandbox.snapshot import SnapshotSession
 from slotwatch.sandbox.waiting import wait_until
+from slotwatch.sandbox.writer import Writer
 
 TARGET = "default"
 POLL = 0.5
@@ -99,46 +100,6 @@ def slotwatch(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Slotwa
             print(f"--- slotwatch log ({process.log_path}) ---")
             print(process.log_path.read_text()[-8000:])
         assert code == 0, f"slotwatch exited {code}"
-
-
-class Writer:
-    """An application inserting published rows from a thread until stopped."""
-
-    def __init__(self, cluster: Cluster, rows: int = 50, pad: int = 200, every: float = 0.05):
-        self.cluster = cluster
-        self.rows = rows
-        self.pad = pad
-        self.every = every
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            with self.cluster.connect() as conn:
-                # Event.wait paces the inserts and ends them the moment stop() is called.
-                while not self._stop.wait(self.every):
-                    conn.execute(
-                        "INSERT INTO todos (list_id, description)"
-                        " SELECT (SELECT min(id) FROM lists), repeat('x', %s)"
-                        " FROM generate_series(1, %s)",
-                        (self.pad, self.rows),
-                    )
-        except BaseException as exc:  # noqa: BLE001 -- reported by stop() in the test's thread
-            self.error = exc
-
-    def __enter__(self) -> Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        if self.error is not None:
-            raise AssertionError(f"the writer failed: {self.error!r}")
 
 
 # --- reading what the operator reads --------------------------------------------------------

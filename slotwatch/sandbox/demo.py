@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import threading
 from contextlib import ExitStack
 
 from slotwatch import cli
@@ -19,6 +18,7 @@ from slotwatch.sandbox.cluster import Cluster
 from slotwatch.sandbox.consumer import Consumer, create_slot, powersync_slot_name
 from slotwatch.sandbox.installs import InstallMissingError, get_install
 from slotwatch.sandbox.liveness import LivenessServer
+from slotwatch.sandbox.writer import Writer
 
 # Demo thresholds: short enough to watch a wedge happen during a coffee, not a lunch.
 DEMO_SETTINGS = {
@@ -43,16 +43,6 @@ def _install_name() -> str:
     )
 
 
-def _writer(cluster: Cluster, stop: threading.Event) -> None:
-    """A little application traffic, so lag and WAL rate have something to show."""
-    while not stop.wait(2.0):
-        try:
-            cluster.write(rows=20, pad=200)
-        except Exception:  # noqa: BLE001 - the demo's writer must not kill the demo on shutdown
-            if stop.is_set():
-                return
-
-
 def main() -> int:
     install = get_install(_install_name())
     with ExitStack() as stack:
@@ -62,11 +52,8 @@ def main() -> int:
         consumer = stack.enter_context(Consumer(cluster, slot))
         consumer.start()
         liveness = stack.enter_context(LivenessServer())
-        stop = threading.Event()
-        writer = threading.Thread(target=_writer, args=(cluster, stop), daemon=True)
-        writer.start()
-        stack.callback(writer.join, 5)
-        stack.callback(stop.set)
+        # A little application traffic, so lag and WAL rate have something to show.
+        stack.enter_context(Writer(cluster, rows=20, every=2.0))
 
         settings = {
             **DEMO_SETTINGS,
