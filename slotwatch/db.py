@@ -8,7 +8,11 @@ Supabase every fifteen seconds would cost more than the poll) and reconnects aft
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import threading
 import time
+from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -35,6 +39,10 @@ _KEEPALIVES = {
     "keepalives_interval": "10",
     "keepalives_count": "3",
 }
+
+# How long past the server's own statement_timeout a poll may wait for its answer before the
+# client gives up on the connection (the round trip to a distant server fits well inside).
+ANSWER_GRACE = 2.0
 
 
 def connect(
@@ -196,6 +204,52 @@ def fetch(
     return parse_poll(document)
 
 
+class AnswerDeadline:
+    """Cuts the connection's socket when a poll has no answer within `seconds`.
+
+    statement_timeout is enforced by the server process: a frozen backend, or a proxy that
+    accepted the connection and went silent, never answers, and TCP keepalives are answered by
+    a kernel whose process is stuck. Shutting the socket down makes the blocked read fail at
+    once, so the poll ends as a failed poll instead of hanging the job (and the shutdown).
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> AnswerDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            # A duplicate of the descriptor: shutdown() acts on the socket itself, and closing
+            # the duplicate leaves psycopg's own descriptor for it to close.
+            with (
+                contextlib.suppress(OSError, psycopg.Error),
+                socket.socket(fileno=os.dup(self._conn.fileno())) as sock,
+            ):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 class TargetConnection:
     """One target's connection, opened lazily and reopened after failures."""
 
@@ -221,6 +275,7 @@ class TargetConnection:
     def poll(self) -> PollResult:
         started = time.time()
         clock = time.monotonic()
+        deadline: AnswerDeadline | None = None
         try:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self.close()
@@ -232,15 +287,26 @@ class TargetConnection:
                 except psycopg.OperationalError as exc:
                     error = classify_error(exc, connecting=True)
                     return PollResult(self.name, started, time.monotonic() - clock, error=error)
-            if self._list_waldir is None:
-                self._list_waldir = can_list_waldir(self._conn)
-            server, slots = fetch(
-                self._conn, self._slot_pattern, self._consumer_app, list_waldir=self._list_waldir
-            )
+            deadline = AnswerDeadline(self._conn, self._statement_timeout + ANSWER_GRACE)
+            with deadline:
+                if self._list_waldir is None:
+                    self._list_waldir = can_list_waldir(self._conn)
+                server, slots = fetch(
+                    self._conn,
+                    self._slot_pattern,
+                    self._consumer_app,
+                    list_waldir=self._list_waldir,
+                )
         except (psycopg.Error, UnsupportedServer) as exc:
             # A query error leaves the connection usable, a lost one does not: start afresh.
             self.close()
             error = classify_error(exc)
+            if deadline is not None and deadline.fired:
+                error = PollError(
+                    "timeout",
+                    f"no answer within {deadline.seconds:g}s (statement_timeout plus "
+                    f"{ANSWER_GRACE:g}s): the server or the network in between is stuck",
+                )
             return PollResult(self.name, started, time.monotonic() - clock, error=error)
         except Exception as exc:  # noqa: BLE001 - a surprise (a document we cannot parse, a
             # driver bug) must still read as a failed poll: else slotwatch_up keeps the last 1.

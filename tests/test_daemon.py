@@ -7,6 +7,8 @@ its exit code and its log. Polls run every half second so that "within two polls
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -20,6 +22,7 @@ import httpx
 import pytest
 from slotwatch_proc import Metrics, SlotwatchProcess, run_cli
 
+from slotwatch.db import ANSWER_GRACE
 from slotwatch.sandbox.cluster import Cluster
 from slotwatch.sandbox.consumer import Consumer, create_slot, powersync_slot_name
 from slotwatch.sandbox.installs import PgInstall
@@ -402,6 +405,42 @@ def test_sigterm_exits_zero_while_a_poll_is_in_flight(
     assert "poll failed" in order
     assert "slotwatch stopped" in order
     assert order.index("poll failed") < order.index("slotwatch stopped")
+
+
+def test_a_frozen_backend_is_a_timed_out_poll_not_a_hung_one(
+    budget_cluster: Cluster, tmp_path: Path
+) -> None:
+    """The server process behind slotwatch's session freezes: statement_timeout cannot fire in
+    it and its kernel still answers TCP keepalives. The poll gives up after the statement
+    timeout plus its grace, counts a `timeout`, and the next poll reconnects."""
+    statement_timeout = 1.0
+    settings = settings_for(budget_cluster, SLOTWATCH_STATEMENT_TIMEOUT=f"{statement_timeout:g}s")
+    with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon:
+        poll_started_after(daemon, time.time())
+        (backend,) = budget_cluster.query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'slotwatch'"
+        )
+        os.kill(backend[0], signal.SIGSTOP)
+        try:
+
+            def timed_out() -> bool:
+                m = daemon.metrics()
+                count = m.value("slotwatch_poll_errors_total", target="default", reason="timeout")
+                return count is not None and count >= 1
+
+            wait_until(
+                timed_out,
+                statement_timeout + ANSWER_GRACE + 2 * POLL + 2,
+                interval=0.05,
+                message="the frozen poll counted as a timeout",
+            )
+        finally:
+            os.kill(backend[0], signal.SIGCONT)
+        m = poll_started_after(daemon, time.time())
+        assert m.value("slotwatch_up", target="default") == 1
+        (failed,) = daemon.events("poll failed")
+        assert failed["reason"] == "timeout"
+        assert "no answer within" in failed["error"]
 
 
 def test_two_targets_are_polled_independently(
