@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -544,23 +543,16 @@ def test_stall_clock_is_late_by_at_most_one_interval(interval: float, stall_afte
 )
 def test_samples_stay_bounded_over_10000_polls(interval: float, bound: int) -> None:
     track: SlotTrack | None = None
-    started = time.perf_counter()
-    worst = 0.0
     for i in range(10_000):
         at = i * interval
         current = START + i * 100 * KiB
         row = slot(current)
-        poll_started = time.perf_counter()
         track = observe(track, row, server(current), at, TH)
         classify(row, server(current), track, TH)
-        worst = max(worst, time.perf_counter() - poll_started)
         assert len(track.samples) <= bound
     assert track is not None
     assert len(track.samples) == bound
     assert track.samples[-1].at == 9_999 * interval
-    # One slot's poll stays cheap even with a full window (figures in the report).
-    assert worst < 0.5, worst
-    assert time.perf_counter() - started < 120
 
 
 def test_clock_stepping_back_drops_future_samples() -> None:

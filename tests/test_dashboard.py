@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -256,11 +255,8 @@ def _typescript_check(dashboard: dict[str, Any], workdir: Path) -> subprocess.Co
 
 
 def test_dashboard_satisfies_grafanas_published_schema(tmp_path: Path) -> None:
-    started = time.monotonic()
     result = _typescript_check(DASHBOARD, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    # Typically 3 to 5 s; kept visible so a slow toolchain upgrade shows.
-    assert time.monotonic() - started < 60
 
 
 @pytest.mark.parametrize(
