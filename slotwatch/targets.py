@@ -1,0 +1,130 @@
+"""What a target is: the keys a `[[targets]]` entry may carry, their checks, the resolved Target.
+
+A target's keys may also be set at the top level, where they are defaults for every target; the
+process-wide settings and the merging live in settings.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, field_validator
+
+from slotwatch.model import Thresholds
+from slotwatch.units import parse_duration, parse_size
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _empty_is_unset(value: object) -> object:
+    # An empty variable from a unit file or a template means the SPEC default: unset. For a path
+    # it must not become Path("") == ".".
+    return None if value == "" else value
+
+
+# On an optional setting: an empty value is the same as not setting it.
+EmptyIsUnset = BeforeValidator(_empty_is_unset)
+
+# Keys a [[targets]] entry may carry; at the top level they are defaults for every target.
+TARGET_KEYS = (
+    "name",
+    "dsn",
+    "dsn_file",
+    "admin_dsn",
+    "admin_dsn_file",
+    "slot_pattern",
+    "liveness_url",
+    "probe_name",
+    "consumer_app",
+    "stall_after",
+    "inactive_after",
+    "lag_floor_bytes",
+    "lag_warn_bytes",
+    "at_risk_eta",
+    "wal_budget_bytes",
+    "forecast_window",
+)
+# Keys that say which database a target is: never shared between targets.
+IDENTITY_KEYS = ("name", "dsn", "dsn_file", "admin_dsn", "admin_dsn_file")
+
+
+class _Thresholds(BaseModel):
+    """The per-target knobs, shared by the top level and each target entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slot_pattern: str = "powersync_selfhost%"
+    liveness_url: str = "http://127.0.0.1:8080/probes/liveness"
+    probe_name: str = "powersync"
+    consumer_app: str = "powersync/%"
+    stall_after: Duration = 300.0
+    inactive_after: Duration = 120.0
+    lag_floor_bytes: Size = 1024 * 1024
+    lag_warn_bytes: Size = 256 * 1024 * 1024
+    at_risk_eta: Duration = 3600.0
+    wal_budget_bytes: Annotated[Size | None, EmptyIsUnset] = None
+    forecast_window: Duration = 600.0
+
+    @field_validator("slot_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        if not value or len(value) > 63:
+            raise ValueError("must be 1 to 63 characters (a slot name is at most 63)")
+        if value.count("%") == len(value):
+            raise ValueError("must be more than wildcards: it decides which slots drop may touch")
+        return value
+
+    @field_validator("liveness_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value == "":
+            return value
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError):
+            raise ValueError("must be an http:// or https:// URL, or empty to disable") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL, or empty to disable")
+        return value
+
+    @field_validator("probe_name", "consumer_app")
+    @classmethod
+    def _nonempty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+
+class TargetEntry(_Thresholds):
+    """One `[[targets]]` entry after the top-level defaults are merged in."""
+
+    name: str = "default"
+    dsn: SecretStr | None = None
+    dsn_file: Path | None = None
+    admin_dsn: SecretStr | None = None
+    admin_dsn_file: Path | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("must be letters, digits, '-', '_' or '.' (it becomes a label)")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A database to watch, with everything resolved: secrets read, thresholds parsed."""
+
+    name: str
+    dsn: SecretStr
+    admin_dsn: SecretStr | None
+    slot_pattern: str
+    liveness_url: str | None
+    probe_name: str
+    consumer_app: str
+    thresholds: Thresholds
