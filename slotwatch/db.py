@@ -110,6 +110,7 @@ def classify_error(exc: BaseException, *, connecting: bool = False) -> PollError
                 "does not exist",
                 "authentication failed",
                 "no password supplied",
+                "permission denied",  # a role without CONNECT on the database
             )
         ):
             return PollError("auth", message)

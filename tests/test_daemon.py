@@ -648,6 +648,24 @@ def test_unknown_role_is_counted_as_auth(budget_cluster: Cluster) -> None:
     assert "nosuchrole" in target["error"]["message"]
 
 
+def test_a_role_without_connect_is_permission_denied(budget_cluster: Cluster) -> None:
+    """A role refused CONNECT on the database is a permission failure (exit 77, reason `auth`),
+    not an unreachable database: the fix is a GRANT, not a firewall."""
+    budget_cluster.execute("DROP ROLE IF EXISTS no_connect")
+    budget_cluster.execute("CREATE ROLE no_connect LOGIN")
+    budget_cluster.execute("REVOKE CONNECT ON DATABASE app FROM PUBLIC")
+    try:
+        env = settings_for(budget_cluster, SLOTWATCH_DSN=budget_cluster.dsn(user="no_connect"))
+        done = run_cli("status", "--json", env=env)
+    finally:
+        budget_cluster.execute("GRANT CONNECT ON DATABASE app TO PUBLIC")
+        budget_cluster.execute("DROP ROLE no_connect")
+    assert done.returncode == 77, done.stderr  # SPEC §5: permission denied
+    (target,) = json.loads(done.stdout)["targets"]
+    assert target["error"]["reason"] == "auth", target["error"]
+    assert "permission denied for database" in target["error"]["message"]
+
+
 def test_a_role_without_pg_monitor_still_polls(budget_cluster: Cluster, own_slots: Any) -> None:
     """pg_ls_waldir() needs pg_monitor, and PostgreSQL checks it before running any of the
     statement: a role without it must still get every other figure, just no pg_wal size."""
