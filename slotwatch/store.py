@@ -82,8 +82,8 @@ class Store:
     def __init__(self, views: list[TargetView], *, one_shot: bool = False) -> None:
         self._lock = threading.Lock()
         self._one_shot = one_shot
+        # Replacing a view keeps its place: the snapshot lists targets in configured order.
         self._views = {view.name: view for view in views}
-        self._order = [view.name for view in views]
         self._tracks: dict[str, dict[str, SlotTrack]] = {view.name: {} for view in views}
         # Last known state per slot, kept across failed polls so an outage is not a "change".
         self._states: dict[str, dict[str, SlotState]] = {view.name: {} for view in views}
@@ -116,8 +116,7 @@ class Store:
                 )
             else:
                 view, changes = self._fold(view, result, result.server)
-            self._views[view.name] = view
-            self._snapshot = Snapshot(tuple(self._views[name] for name in self._order))
+            self._publish(view)
             return changes
 
     def _fold(
@@ -168,11 +167,14 @@ class Store:
         with self._lock:
             view = self._views[target]
             last_success = result.checked_at if result.up else view.probe_last_success
-            self._views[target] = replace(view, probe=result, probe_last_success=last_success)
-            self._snapshot = Snapshot(tuple(self._views[name] for name in self._order))
+            self._publish(replace(view, probe=result, probe_last_success=last_success))
 
     def record_skipped_poll(self, target: str) -> None:
         with self._lock:
             view = self._views[target]
-            self._views[target] = replace(view, polls_skipped=view.polls_skipped + 1)
-            self._snapshot = Snapshot(tuple(self._views[name] for name in self._order))
+            self._publish(replace(view, polls_skipped=view.polls_skipped + 1))
+
+    def _publish(self, view: TargetView) -> None:
+        """Swap in a snapshot with `view` replacing its target's (the caller holds the lock)."""
+        self._views[view.name] = view
+        self._snapshot = Snapshot(tuple(self._views.values()))
