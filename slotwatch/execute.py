@@ -24,6 +24,7 @@ from slotwatch import db
 from slotwatch.errors import DatabaseUnreachable, PermissionDenied, Refused, UnsupportedServer
 from slotwatch.model import PollResult, ServerRow, SlotRow
 from slotwatch.queries import (
+    MIN_VERSION,
     drop_lock_statement,
     drop_privileges_statement,
     drop_statement,
@@ -71,6 +72,7 @@ class AdminConnection:
         self.like = like_pattern(target.slot_pattern)
         self.conn: psycopg.Connection[Any] | None = None
         self.version_num = 0
+        self.list_waldir: bool | None = None
         self.drop_attempts = 0
         self.terminated_pids: list[int] = []
 
@@ -84,11 +86,11 @@ class AdminConnection:
             self.conn = db.connect(
                 self.dsn,
                 connect_timeout=self.connect_timeout,
-                # Room for pg_terminate_backend's own wait for the walsender to exit.
                 statement_timeout=self.statement_timeout,
                 read_only=False,
             )
             self.version_num = self.conn.info.server_version
+            self.list_waldir = None
         return self.conn
 
     def role(self) -> str:
@@ -121,9 +123,17 @@ class AdminConnection:
             "reading the slots", "cannot read the slots: {error}; GRANT pg_monitor TO {role}"
         ):
             try:
-                return db.fetch(conn, self.target.slot_pattern, self.target.consumer_app)
+                if self.list_waldir is None:
+                    # Asked once per connection: a watch window reads every second.
+                    self.list_waldir = db.can_list_waldir(conn)
+                return db.fetch(
+                    conn,
+                    self.target.slot_pattern,
+                    self.target.consumer_app,
+                    list_waldir=self.list_waldir,
+                )
             except UnsupportedServer:
-                if self.version_num < 130000:
+                if self.version_num < MIN_VERSION:
                     raise
                 return None, ()
 

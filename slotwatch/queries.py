@@ -15,7 +15,7 @@ from slotwatch.errors import UnsupportedServer
 MIN_VERSION = 130000
 
 # (first version_num it applies to, file): newest first.
-_POLL = ((170000, "poll_pg17.sql"), (140000, "poll_pg14.sql"), (130000, "poll_pg13.sql"))
+_POLL = ((170000, "poll_pg17.sql"), (140000, "poll_pg14.sql"), (MIN_VERSION, "poll_pg13.sql"))
 
 
 @cache
@@ -71,7 +71,7 @@ def pattern_matches(pattern: str, name: str) -> bool:
 
 # The guarded drop (slotwatch/execute.py). Each statement binds %(slot)s and, where it re-checks
 # the pattern, %(slot_like)s; none is ever built from pieces.
-_DROP = ((170000, "drop_slot_pg17.sql"), (130000, "drop_slot_pg13.sql"))
+_DROP = ((170000, "drop_slot_pg17.sql"), (MIN_VERSION, "drop_slot_pg13.sql"))
 
 
 def _by_version(choices: tuple[tuple[int, str], ...], version_num: int) -> str:
