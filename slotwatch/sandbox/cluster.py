@@ -27,7 +27,7 @@ from psycopg.conninfo import make_conninfo
 
 from slotwatch.sandbox.installs import PgInstall
 from slotwatch.sandbox.lifecycle import ChildProcess
-from slotwatch.sandbox.osuser import private_dir, server_identity
+from slotwatch.sandbox.osuser import private_dir, spawn_as_server
 from slotwatch.sandbox.waiting import wait_until
 
 # psycopg's own alias gained template strings in 3.3; the sandbox only passes plain SQL.
@@ -176,28 +176,10 @@ class Cluster(ChildProcess):
         shutil.rmtree(self.root, ignore_errors=True)
         _UNDESTROYED.discard(self)
 
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def _run_as_server_user(self, argv: list[str]) -> None:
-        ident = server_identity()
-        with self.log_path.open("ab") as log:
-            result = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.root,
-                user=ident.uid,
-                group=ident.gid,
-                extra_groups=ident.extra_groups,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed ({result.returncode}):\n{self.log_text()}")
+        code = spawn_as_server(argv, log_path=self.log_path, cwd=self.root).wait()
+        if code != 0:
+            raise RuntimeError(f"{argv[0]} failed ({code}):\n{self.log_text()}")
 
     def _initdb(self) -> None:
         began = time.monotonic()
@@ -226,20 +208,11 @@ class Cluster(ChildProcess):
             conf.write("\n# slotwatch sandbox\n" + "\n".join(lines) + "\n")
 
     def _spawn(self) -> None:
-        ident = server_identity()
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [str(self.install.binary("postgres")), "-D", str(self.datadir)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.root,
-                user=ident.uid,
-                group=ident.gid,
-                extra_groups=ident.extra_groups,
-                # Its own session: a Ctrl-C meant for the test run must not reach the server first.
-                start_new_session=True,
-            )
+        self._proc = spawn_as_server(
+            [str(self.install.binary("postgres")), "-D", str(self.datadir)],
+            log_path=self.log_path,
+            cwd=self.root,
+        )
         wait_until(self._accepting, self.start_timeout, interval=0.05, message="server start")
 
     def _accepting(self) -> bool:

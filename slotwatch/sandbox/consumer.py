@@ -29,7 +29,7 @@ from typing import Self
 
 from slotwatch.sandbox.cluster import Cluster
 from slotwatch.sandbox.lifecycle import ChildProcess
-from slotwatch.sandbox.osuser import private_dir, server_identity
+from slotwatch.sandbox.osuser import private_dir, spawn_as_server
 from slotwatch.sandbox.waiting import wait_until
 
 POWERSYNC_APPLICATION_NAME = "powersync/1.0"
@@ -114,20 +114,8 @@ class Consumer(ChildProcess):
         """Start streaming; by default wait until the server shows the slot active."""
         if self.running:
             return self
-        ident = server_identity()
         _UNDESTROYED.add(self)
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                self.argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                user=ident.uid,
-                group=ident.gid,
-                extra_groups=ident.extra_groups,
-                start_new_session=True,
-            )
+        self._proc = spawn_as_server(self.argv(), log_path=self.log_path, cwd=self.workdir)
         self.paused = False
         if wait_active:
             wait_until(self._slot_active, timeout, message=f"slot {self.slot_name} active")
@@ -189,12 +177,6 @@ class Consumer(ChildProcess):
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
         _UNDESTROYED.discard(self)
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def output_size(self) -> int:
         """Bytes of pgoutput messages written so far."""

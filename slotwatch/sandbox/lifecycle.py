@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -32,6 +33,7 @@ class ChildProcess(Managed):
     """A stand-in that is one child process of ours (the server, the consumer)."""
 
     _proc: subprocess.Popen[bytes] | None = None
+    log_path: Path  # where the process's output goes
 
     @property
     def pid(self) -> int | None:
@@ -43,3 +45,10 @@ class ChildProcess(Managed):
     def running(self) -> bool:
         """True while the process exists, stopped (paused) or not."""
         return self.pid is not None
+
+    def log_text(self) -> str:
+        """The process's output so far, for a failing test to show."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,3 +55,24 @@ def private_dir(prefix: str) -> Path:
     if ident.uid is not None and ident.gid is not None:
         os.chown(path, ident.uid, ident.gid)
     return path
+
+
+def spawn_as_server(argv: list[str], *, log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as the server's OS user, its output appended to ``log_path``.
+
+    In its own session: a Ctrl-C meant for the test run or the demo must not reach the child
+    before its owner has stopped it in order.
+    """
+    ident = server_identity()
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            user=ident.uid,
+            group=ident.gid,
+            extra_groups=ident.extra_groups,
+            start_new_session=True,
+        )
