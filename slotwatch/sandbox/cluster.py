@@ -59,6 +59,12 @@ INSERT INTO lists (name) VALUES ('inbox');
 CREATE PUBLICATION powersync FOR TABLE lists, todos;
 """
 
+# Published rows, as the application writes them: bind (characters per row, rows).
+INSERT_TODOS = (
+    "INSERT INTO todos (list_id, description)"
+    " SELECT (SELECT min(id) FROM lists), repeat('x', %s)"
+    " FROM generate_series(1, %s)"
+)
 
 # Servers run in their own session, so nothing else stops them if the owner forgets to: a run
 # that ends early (an exception, Ctrl-C in a demo) must not leave postmasters behind.
@@ -296,12 +302,7 @@ class Cluster(ChildProcess):
     def write(self, rows: int = 100, pad: int = 100) -> int:
         """Insert ``rows`` todos of ``pad`` characters each (published WAL); return the new LSN."""
         with self.connect() as conn:
-            conn.execute(
-                "INSERT INTO todos (list_id, description)"
-                " SELECT (SELECT min(id) FROM lists), repeat('x', %s)"
-                " FROM generate_series(1, %s)",
-                (pad, rows),
-            )
+            conn.execute(INSERT_TODOS, (pad, rows))
             return _lsn_of(conn)
 
     def push_wal(

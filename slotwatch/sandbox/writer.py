@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Self
 
-from slotwatch.sandbox.cluster import Cluster
+from slotwatch.sandbox.cluster import INSERT_TODOS, Cluster
 from slotwatch.sandbox.lifecycle import Managed
 
 
@@ -32,12 +32,7 @@ class Writer(Managed):
             with self.cluster.connect() as conn:
                 # Event.wait paces the inserts and ends them the moment stop() is called.
                 while not self._stop.wait(self.every):
-                    conn.execute(
-                        "INSERT INTO todos (list_id, description)"
-                        " SELECT (SELECT min(id) FROM lists), repeat('x', %s)"
-                        " FROM generate_series(1, %s)",
-                        (self.pad, self.rows),
-                    )
+                    conn.execute(INSERT_TODOS, (self.pad, self.rows))
         except Exception as exc:  # noqa: BLE001 - handed to the caller by stop()
             if not self._stop.is_set():
                 self.error = exc
