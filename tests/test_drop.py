@@ -358,7 +358,8 @@ class RestartLoop:
                     row = self.cluster.slot(self.slot)
                     if row is not None and row["active_pid"] is not None:
                         self.attached += 1
-                    time.sleep(0.01)
+                    # Paces the watch and ends it the moment the test is done.
+                    self._stop.wait(0.01)
             finally:
                 consumer.destroy()
 
