@@ -24,6 +24,7 @@ from slotwatch.collector import build_registry
 from slotwatch.db import TargetConnection
 from slotwatch.http import HttpServer
 from slotwatch.logs import get_logger
+from slotwatch.model import SlotState
 from slotwatch.probe import Prober
 from slotwatch.report import status_document
 from slotwatch.settings import Settings, Target
@@ -59,11 +60,16 @@ def connections(settings: Settings, targets: tuple[Target, ...]) -> dict[str, Ta
     }
 
 
+ALARMING = frozenset({SlotState.WEDGED, SlotState.INACTIVE, SlotState.AT_RISK, SlotState.LOST})
+
+
 def log_changes(changes: list[StateChange]) -> None:
     """One structured event per state change, so the journal tells an incident's story."""
     for change in changes:
         a = change.assessment
-        log.info(
+        # Entering a state that pages is a WARNING, so a journal filtered by level still shows it.
+        emit = log.warning if change.after in ALARMING else log.info
+        emit(
             "slot state changed" if change.after else "slot gone",
             target=change.target,
             slot=change.slot,

@@ -177,6 +177,9 @@ def assert_logged_once_each(sw: SlotwatchProcess, slot: str) -> list[dict[str, A
         ):
             assert figure in event, f"{figure} missing from {event}"
         assert "invalidation_eta_seconds" in event
+        # A state that pages is logged as a WARNING, the rest as INFO.
+        paging = event["state_to"] in {"wedged", "inactive", "at_risk", "lost"}
+        assert event["level"] == ("warning" if paging else "info"), event
         previous = event["state_to"]
     return events
 
