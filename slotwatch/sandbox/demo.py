@@ -85,9 +85,9 @@ demo: PostgreSQL {install.major} on port {cluster.port}, slot {slot} streamed by
   metrics:  curl -s http://{listen}/metrics | grep ^slotwatch_slot
   status:   curl -s http://{listen}/status
   one-shot: {exports} {_slotwatch_command()} status
-  wedge it: kill -STOP {consumer.pid}   (wedged after {DEMO_SETTINGS["SLOTWATCH_STALL_AFTER"]} \
+  wedge it: kill -STOP {consumer.pid}   (wedged after {os.environ["SLOTWATCH_STALL_AFTER"]} \
 of writes; kill -CONT {consumer.pid} to recover)
-  kill it:  kill -KILL {consumer.pid}   (inactive after {DEMO_SETTINGS["SLOTWATCH_INACTIVE_AFTER"]})
+  kill it:  kill -KILL {consumer.pid}   (inactive after {os.environ["SLOTWATCH_INACTIVE_AFTER"]})
 
 Ctrl-C stops slotwatch and removes the demo database.
 """,
