@@ -102,6 +102,11 @@ def classify_error(exc: BaseException, *, connecting: bool = False) -> PollError
     ):
         return PollError("auth", message)
     if isinstance(exc, psycopg.OperationalError) or connecting:
+        # libpq's own TLS set-up fails before the server is asked anything, in words the auth
+        # markers would catch ("root certificate file ... does not exist"): the cure is the
+        # sslrootcert/sslcert/sslkey files, not the role or pg_hba.conf.
+        if any(marker in lowered for marker in ("certificate file", "private key file")):
+            return PollError("tls", message)
         if any(
             marker in lowered
             for marker in (
