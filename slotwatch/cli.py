@@ -128,6 +128,8 @@ def _status(args: argparse.Namespace) -> int:
         message = f"{down[0].name}: {error.message if error else 'not polled'}"
         if error is not None and error.reason == "auth":
             raise PermissionDenied(message + " (check the role, its password and pg_hba.conf)")
+        if error is not None and error.reason == "tls":
+            message += " (check sslmode, sslrootcert and that the DSN's host is in the certificate)"
         raise DatabaseUnreachable(message)
     return 0
 
