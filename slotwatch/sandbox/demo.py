@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
-from contextlib import ExitStack
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from slotwatch import cli
@@ -54,17 +57,67 @@ def _slotwatch_command() -> str:
     return shlex.quote(str(beside)) if os.access(beside, os.X_OK) else "slotwatch"
 
 
+# Ctrl-C, kill, and closing the terminal: each must end in the same clean-up.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _signals_only_set(stopped: threading.Event) -> Iterator[None]:
+    """While the demo builds or removes its pieces, a stop signal only sets ``stopped``.
+
+    An exception raised half-way through a start (initdb still writing the directory it was
+    given, a server not yet recorded) would leave files and processes that nothing removes.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        stopped.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def _signals_for_slotwatch() -> Iterator[None]:
+    """Default SIGINT/SIGTERM for `slotwatch run` to take over; SIGHUP is passed on as SIGINT.
+
+    `slotwatch run` stops on SIGINT and SIGTERM only; a terminal closing under the demo sends
+    SIGHUP, whose default would end the process without removing anything.
+    """
+
+    def hangup(signum: int, frame: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, hangup),
+    }
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def main() -> int:
-    install = get_install(_install_name())
-    with ExitStack() as stack:
+    stopped = threading.Event()
+    # The signal context is the outer one, so that it also covers the ExitStack's clean-up.
+    with _signals_only_set(stopped), ExitStack() as stack:
+        install = get_install(_install_name())
         print(f"demo: starting a throwaway PostgreSQL {install.major} ...", flush=True)
         cluster = stack.enter_context(Cluster(install, max_slot_wal_keep_size="256MB"))
         slot = create_slot(cluster, powersync_slot_name(1))
         consumer = stack.enter_context(Consumer(cluster, slot))
-        consumer.start()
         liveness = stack.enter_context(LivenessServer())
         # A little application traffic, so lag and WAL rate have something to show.
         stack.enter_context(Writer(cluster, rows=20, every=2.0))
+        if stopped.is_set():
+            print("demo: stopped while starting; cleaning up ...", flush=True)
+            return 0
 
         settings = {
             **DEMO_SETTINGS,
@@ -93,7 +146,12 @@ Ctrl-C stops slotwatch and removes the demo database.
 """,
             flush=True,
         )
-        code = cli.main(["run"])
+        try:
+            with _signals_for_slotwatch():
+                code = cli.main(["run"])
+        except KeyboardInterrupt:
+            # Ctrl-C landed before `slotwatch run` set up its own handling: the same request.
+            code = 0
         print("demo: cleaning up ...", flush=True)
     return code
 
