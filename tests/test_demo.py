@@ -316,6 +316,7 @@ def test_scripts_demo_does_what_its_banner_says_and_ctrl_c_leaves_nothing(demo: 
     assert run_pasted(wedge["stop"]).returncode == 0
     wait_until(lambda: process_state(pid) == "T", 5, interval=0.02, message="kill -STOP")
     frozen = wait_until(demo.scrape, 10, message="/metrics while the consumer is frozen")
+    assert frozen is not None  # wait_until returns only a truthy value
     assert powersync_slots(frozen) == [slot], frozen.text
     assert frozen.value("slotwatch_slot_active", target="default", slot=slot) == 1, frozen.text
     assert run_pasted(wedge["cont"]).returncode == 0
