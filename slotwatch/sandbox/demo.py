@@ -33,6 +33,15 @@ DEMO_SETTINGS = {
     "SLOTWATCH_LISTEN": "127.0.0.1:9847",
 }
 
+# What slotwatch watches. The demo always watches its own database: a caller's environment may
+# name a real one (set up by following the README), which the demo must neither poll nor print.
+TARGET_SETTINGS = (
+    "SLOTWATCH_CONFIG",
+    "SLOTWATCH_DSN",
+    "SLOTWATCH_DSN_FILE",
+    "SLOTWATCH_LIVENESS_URL",
+)
+
 
 def _install_name() -> str:
     for name in ("pg18", "pg15"):
@@ -119,16 +128,20 @@ def main() -> int:
             print("demo: stopped while starting; cleaning up ...", flush=True)
             return 0
 
-        settings = {
-            **DEMO_SETTINGS,
-            "SLOTWATCH_DSN": cluster.dsn(),
-            "SLOTWATCH_LIVENESS_URL": liveness.url,
-        }
-        for key, value in settings.items():
+        inherited = [name for name in TARGET_SETTINGS if name in os.environ]
+        for name in TARGET_SETTINGS:
+            os.environ.pop(name, None)
+        own = {"SLOTWATCH_DSN": cluster.dsn(), "SLOTWATCH_LIVENESS_URL": liveness.url}
+        os.environ.update(own)
+        for key, value in DEMO_SETTINGS.items():
             os.environ.setdefault(key, value)
         listen = os.environ["SLOTWATCH_LISTEN"]
-        exports = " ".join(
-            f"{k}={shlex.quote(os.environ[k])}" for k in ("SLOTWATCH_DSN", "SLOTWATCH_LIVENESS_URL")
+        if inherited:
+            print(f"demo: not using {', '.join(inherited)} from your environment", flush=True)
+        # The pasted line runs in the caller's shell, where those settings are still set.
+        unset = "".join(f"-u {name} " for name in inherited if name not in own)
+        exports = ("env " + unset if unset else "") + " ".join(
+            f"{k}={shlex.quote(v)}" for k, v in own.items()
         )
         print(
             f"""
