@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -152,11 +152,11 @@ def newcomer_env() -> dict[str, str]:
 class DemoRun:
     """`scripts/demo` as a child in its own process group, seen only from outside."""
 
-    def __init__(self, tmp: Path, log_dir: Path) -> None:
+    def __init__(self, tmp: Path, log_dir: Path, shell: dict[str, str]) -> None:
         self.tmp = tmp
         self.listen_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.listen_port}/metrics"
-        env = newcomer_env()
+        env = dict(shell)
         env["SLOTWATCH_LISTEN"] = f"127.0.0.1:{self.listen_port}"
         env["TMPDIR"] = str(tmp)
         self.stderr_path = log_dir / "demo.stderr"
@@ -230,16 +230,29 @@ class DemoRun:
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[DemoRun]:
-    """`scripts/demo` started with a private TMPDIR (traversable by the servers' OS user)."""
+def start_demo(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], DemoRun]]:
+    """`start_demo(shell_env)`: `scripts/demo` with a private TMPDIR (traversable by the servers'
+    OS user) and only SLOTWATCH_LISTEN added to `shell_env`; stopped and removed afterwards."""
+    runs: list[DemoRun] = []
     tmp = Path(tempfile.mkdtemp(prefix="slotwatch-demo-test-"))
     tmp.chmod(0o755)
-    run = DemoRun(tmp, tmp_path)
+
+    def start(shell: dict[str, str]) -> DemoRun:
+        runs.append(DemoRun(tmp, tmp_path, shell))
+        return runs[-1]
+
     try:
-        yield run
+        yield start
     finally:
-        run.close()
+        for run in runs:
+            run.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def demo(start_demo: Callable[[dict[str, str]], DemoRun]) -> DemoRun:
+    """The demo run from a newcomer's shell: no SLOTWATCH_* settings, no venv on PATH."""
+    return start_demo(newcomer_env())
 
 
 def powersync_slots(metrics: Metrics) -> list[str]:
@@ -252,11 +265,13 @@ def powersync_slots(metrics: Metrics) -> list[str]:
     )
 
 
-def run_pasted(command: str) -> subprocess.CompletedProcess[str]:
-    """`command` as a newcomer pastes it into a shell."""
+def run_pasted(
+    command: str, shell: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`command` pasted into a shell (by default a newcomer's)."""
     return subprocess.run(
         ["bash", "-c", command],
-        env=newcomer_env(),
+        env=newcomer_env() if shell is None else shell,
         capture_output=True,
         text=True,
         timeout=60,
@@ -353,3 +368,39 @@ def test_closing_the_terminal_stops_the_demo_like_ctrl_c(demo: DemoRun) -> None:
     assert demo.out.has("cleaning up"), demo.context()
     assert process_state(pid) is None, f"pg_recvlogical {pid} outlived the demo"
     demo.assert_nothing_left(pg_port)
+
+
+def test_a_shell_set_up_for_a_real_database_still_gets_the_demo_database(
+    start_demo: Callable[[dict[str, str]], DemoRun],
+) -> None:
+    # Someone who followed "Running it for real" first: their shell names a real database.
+    marker = "not-to-be-printed"
+    shell = newcomer_env()
+    shell.update(
+        SLOTWATCH_DSN=f"host=127.0.0.1 port=1 dbname=production password={marker}",
+        SLOTWATCH_DSN_FILE="/nonexistent/slotwatch-dsn",
+        SLOTWATCH_CONFIG="/nonexistent/slotwatch.toml",
+        SLOTWATCH_LIVENESS_URL="http://127.0.0.1:1/probes/liveness",
+    )
+    demo = start_demo(shell)
+    demo.out.wait_for(BANNER_LAST_LINE, BANNER_DEADLINE)
+    slot = demo.out.search(SERVER_LINE)["slot"]
+
+    def watching_the_demo() -> bool:
+        metrics = demo.scrape()
+        return (
+            metrics is not None
+            and metrics.value("slotwatch_up", target="default") == 1
+            and powersync_slots(metrics) == [slot]
+            and metrics.value("slotwatch_liveness_up", target="default") == 1
+        )
+
+    wait_until(watching_the_demo, METRICS_DEADLINE, interval=0.5, message="demo target up")
+    one_shot = demo.out.search(ONE_SHOT_LINE)["command"]
+    shot = run_pasted(one_shot, shell)
+    assert shot.returncode == 0, f"{one_shot}\n{shot.stdout}{shot.stderr}{demo.context()}"
+    assert re.search(rf"^default\s+{slot}\s+healthy\b", shot.stdout, re.MULTILINE), shot.stdout
+
+    assert demo.signal_and_wait(signal.SIGINT) == 0, demo.context()
+    assert marker not in demo.context()
+    demo.assert_nothing_left()
