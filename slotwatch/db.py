@@ -185,23 +185,24 @@ def _float(value: Any) -> float | None:
 
 
 def can_list_waldir(conn: psycopg.Connection[Any]) -> bool:
-    """Whether this session may run pg_ls_waldir() (asked once per connection)."""
+    """Whether this session may run pg_ls_waldir()."""
     row = conn.execute(can_list_waldir_statement()).fetchone()
     return bool(row and row[0])
 
 
+def session_poll_statement(conn: psycopg.Connection[Any]) -> str:
+    """The poll statement for this session's server version and privileges.
+
+    Costs one round trip (the privilege question): callers keep the answer for the life of the
+    connection. Raises UnsupportedServer below PostgreSQL 13.
+    """
+    return poll_statement(conn.info.server_version, list_waldir=can_list_waldir(conn))
+
+
 def fetch(
-    conn: psycopg.Connection[Any],
-    slot_pattern: str,
-    consumer_app: str,
-    *,
-    list_waldir: bool | None = None,
+    conn: psycopg.Connection[Any], statement: str, slot_pattern: str, consumer_app: str
 ) -> tuple[ServerRow, tuple[SlotRow, ...]]:
-    """Run the version's poll statement: one round trip, one row (plus the privilege question
-    when the caller has not cached its answer for this connection)."""
-    if list_waldir is None:
-        list_waldir = can_list_waldir(conn)
-    statement = poll_statement(conn.info.server_version, list_waldir=list_waldir)
+    """Run the session's poll statement: one round trip, one row."""
     params = {"slot_like": like_pattern(slot_pattern), "consumer_like": like_pattern(consumer_app)}
     row = conn.execute(statement, params).fetchone()
     if row is None:  # pragma: no cover - the statement always returns one row
@@ -276,7 +277,7 @@ class TargetConnection:
         self._connect_timeout = connect_timeout
         self._statement_timeout = statement_timeout
         self._conn: psycopg.Connection[Any] | None = None
-        self._list_waldir: bool | None = None
+        self._statement: str | None = None  # chosen once per connection
 
     def poll(self) -> PollResult:
         started = time.time()
@@ -289,19 +290,16 @@ class TargetConnection:
                     self._conn = _open(
                         self._dsn, self._connect_timeout, self._statement_timeout, read_only=True
                     )
-                    self._list_waldir = None
+                    self._statement = None
                 except psycopg.OperationalError as exc:
                     error = classify_error(exc, connecting=True)
                     return PollResult(self.name, started, time.monotonic() - clock, error=error)
             deadline = AnswerDeadline(self._conn, self._statement_timeout + ANSWER_GRACE)
             with deadline:
-                if self._list_waldir is None:
-                    self._list_waldir = can_list_waldir(self._conn)
+                if self._statement is None:
+                    self._statement = session_poll_statement(self._conn)
                 server, slots = fetch(
-                    self._conn,
-                    self._slot_pattern,
-                    self._consumer_app,
-                    list_waldir=self._list_waldir,
+                    self._conn, self._statement, self._slot_pattern, self._consumer_app
                 )
         except (psycopg.Error, UnsupportedServer) as exc:
             # A query error leaves the connection usable, a lost one does not: start afresh.

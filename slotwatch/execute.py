@@ -72,7 +72,7 @@ class AdminConnection:
         self.like = like_pattern(target.slot_pattern)
         self.conn: psycopg.Connection[Any] | None = None
         self.version_num = 0
-        self.list_waldir: bool | None = None
+        self.statement: str | None = None  # the poll statement, chosen once per connection
         self.drop_attempts = 0
         self.terminated_pids: list[int] = []
 
@@ -90,7 +90,7 @@ class AdminConnection:
                 read_only=False,
             )
             self.version_num = self.conn.info.server_version
-            self.list_waldir = None
+            self.statement = None
         return self.conn
 
     def role(self) -> str:
@@ -123,14 +123,11 @@ class AdminConnection:
             "reading the slots", "cannot read the slots: {error}; GRANT pg_monitor TO {role}"
         ):
             try:
-                if self.list_waldir is None:
-                    # Asked once per connection: a watch window reads every second.
-                    self.list_waldir = db.can_list_waldir(conn)
+                if self.statement is None:
+                    # Once per connection: a watch window reads every second.
+                    self.statement = db.session_poll_statement(conn)
                 return db.fetch(
-                    conn,
-                    self.target.slot_pattern,
-                    self.target.consumer_app,
-                    list_waldir=self.list_waldir,
+                    conn, self.statement, self.target.slot_pattern, self.target.consumer_app
                 )
             except UnsupportedServer:
                 if self.version_num < MIN_VERSION:
