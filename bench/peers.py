@@ -20,7 +20,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from slotwatch.model import ServerRow, SlotRow
-from slotwatch.queries import like_pattern
+from slotwatch.patterns import like_pattern
 
 # Each statement carries a marker, as slotwatch's do, so a DBA can find it in pg_stat_activity.
 

@@ -34,12 +34,14 @@ from prometheus_client import generate_latest
 from psycopg import sql
 from pydantic import SecretStr
 
-from slotwatch import __version__, db
-from slotwatch.classify import classify, observe
-from slotwatch.collector import SlotwatchCollector, build_registry
+from sandbox import Cluster, Consumer, create_slot, get_install, powersync_slot_name
+from slotwatch import __version__
+from slotwatch.judge.classify import classify, observe
 from slotwatch.model import PollResult, ServerRow, SlotRow, SlotTrack, Thresholds
-from slotwatch.sandbox import Cluster, Consumer, create_slot, get_install, powersync_slot_name
-from slotwatch.store import Store, TargetView
+from slotwatch.poll import db
+from slotwatch.serve.collector import SlotwatchCollector, build_registry
+from slotwatch.serve.store import TargetView
+from slotwatch.wiring import Recorder
 
 HERE = Path(__file__).resolve().parent
 MIB = 1024 * 1024
@@ -185,11 +187,11 @@ def synthetic_poll(target: str, i: int, names: list[str]) -> PollResult:
     return PollResult(target, at, 0.004, server, tuple(rows))
 
 
-def new_store() -> Store:
+def new_store() -> Recorder:
     view = TargetView(
         name="bench", probe_name="powersync", slot_pattern=SLOT_PATTERN, thresholds=Thresholds()
     )
-    return Store([view])
+    return Recorder([view])
 
 
 def poll_document(result: PollResult) -> str:
@@ -412,8 +414,8 @@ def _scrape(count: int, repeats: int) -> Figure:
     names = slot_names(count)
     for i in range(60):
         store.record_poll(synthetic_poll("bench", i, names))
-    registry = build_registry(store)
-    families = list(SlotwatchCollector(store).collect())
+    registry = build_registry(store.store)
+    families = list(SlotwatchCollector(store.store).collect())
     peer = LabelledGauges(families)
     peer.update(families)
     series = _same_series(generate_latest(registry), generate_latest(peer.registry))

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from slotwatch import __version__
-from slotwatch.drop import run_drop
+from slotwatch.config.settings import Settings, Target, load_settings, redacted_view, secret_values
+from slotwatch.drop.verb import run_drop
 from slotwatch.errors import DatabaseUnreachable, PermissionDenied, SlotwatchError, UsageError
 from slotwatch.logs import REDACTOR, configure, get_logger
-from slotwatch.oneshot import poll_once
 from slotwatch.report import check_result, status_document, status_table
 from slotwatch.service import Service
-from slotwatch.settings import Settings, Target, load_settings, redacted_view, secret_values
+from slotwatch.wiring import poll_once
 
 log = get_logger("slotwatch")
 

@@ -161,3 +161,29 @@ class Assessment:
     wal_budget_bytes: int | None  # the budget the forecast runs against, if any
     wal_budget_ratio: float | None  # remaining / budget
     wal_rate_bytes_per_second: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotView:
+    row: SlotRow
+    assessment: Assessment
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A slot moved from one state to another (or appeared / vanished: None on that side)."""
+
+    target: str
+    slot: str
+    before: SlotState | None
+    after: SlotState | None
+    assessment: Assessment | None
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """One successful poll, judged: every slot's assessment, what changed, the WAL rate."""
+
+    slots: tuple[SlotView, ...]
+    changes: list[StateChange]
+    wal_rate: float | None

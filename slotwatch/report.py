@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slotwatch import __version__
-from slotwatch.model import INF, SlotState
-from slotwatch.store import SlotView, Snapshot, TargetView
+from slotwatch.model import INF, SlotState, SlotView
+from slotwatch.serve.store import Snapshot, TargetView
 from slotwatch.units import format_bytes, format_duration
 
 

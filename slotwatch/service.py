@@ -20,44 +20,17 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobEven
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from slotwatch.collector import build_registry
-from slotwatch.db import TargetConnection
-from slotwatch.http import HttpServer
+from slotwatch.config.settings import Settings, Target
 from slotwatch.logs import get_logger
-from slotwatch.model import SlotState
-from slotwatch.probe import Prober
+from slotwatch.model import SlotState, StateChange
+from slotwatch.poll.probe import Prober
 from slotwatch.report import status_document
-from slotwatch.settings import Settings, Target
-from slotwatch.store import StateChange, Store, TargetView
+from slotwatch.serve.collector import build_registry
+from slotwatch.serve.http import HttpServer
+from slotwatch.serve.store import TargetView
+from slotwatch.wiring import Recorder, connections, target_views
 
 log = get_logger(__name__)
-
-
-def target_views(targets: tuple[Target, ...]) -> list[TargetView]:
-    return [
-        TargetView(
-            name=t.name,
-            probe_name=t.probe_name,
-            slot_pattern=t.slot_pattern,
-            thresholds=t.thresholds,
-            probe_enabled=t.liveness_url is not None,
-        )
-        for t in targets
-    ]
-
-
-def connections(settings: Settings, targets: tuple[Target, ...]) -> dict[str, TargetConnection]:
-    return {
-        t.name: TargetConnection(
-            t.name,
-            t.dsn,
-            t.slot_pattern,
-            t.consumer_app,
-            connect_timeout=settings.connect_timeout,
-            statement_timeout=settings.statement_timeout,
-        )
-        for t in targets
-    }
 
 
 ALARMING = frozenset({SlotState.WEDGED, SlotState.INACTIVE, SlotState.AT_RISK, SlotState.LOST})
@@ -98,7 +71,8 @@ class Service:
     def __init__(self, settings: Settings, targets: tuple[Target, ...]) -> None:
         self.settings = settings
         self.targets = targets
-        self.store = Store(target_views(targets))
+        self._recorder = Recorder(target_views(targets))
+        self.store = self._recorder.store
         self.registry = build_registry(self.store)
         self._connections = connections(settings, targets)
         self._probers = {
@@ -133,7 +107,7 @@ class Service:
             )
         elif failed_before is not None:
             log.info("poll succeeded again", target=name, after_error=failed_before.reason)
-        log_changes(self.store.record_poll(result))
+        log_changes(self._recorder.record_poll(result))
 
     def _view(self, name: str) -> TargetView:
         return next(v for v in self.store.snapshot().targets if v.name == name)

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from slotwatch.sandbox.cluster import Cluster
-from slotwatch.sandbox.consumer import Consumer, create_slot, powersync_slot_name
-from slotwatch.sandbox.installs import KNOWN_INSTALLS, InstallMissingError, PgInstall, get_install
-from slotwatch.sandbox.liveness import LivenessServer
-from slotwatch.sandbox.osuser import ServerUserMissingError
-from slotwatch.sandbox.snapshot import SnapshotSession
-from slotwatch.sandbox.waiting import wait_until
+from sandbox.cluster import Cluster
+from sandbox.consumer import Consumer, create_slot, powersync_slot_name
+from sandbox.installs import KNOWN_INSTALLS, InstallMissingError, PgInstall, get_install
+from sandbox.liveness import LivenessServer
+from sandbox.osuser import ServerUserMissingError
+from sandbox.snapshot import SnapshotSession
+from sandbox.waiting import wait_until
 
 LOG_TAIL_CHARS = 6000
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from slotwatch.sandbox.waiting import wait_until
+from sandbox.waiting import wait_until
 
 SLOTWATCH = str(Path(sys.executable).with_name("slotwatch"))
 

@@ -1,0 +1,195 @@
+"""A stand-in for PowerSync's ``/probes/liveness`` endpoint: a real HTTP server in a thread.
+
+In ``ok`` mode it answers as PowerSync 1.x does: 200 with
+``{"ready":true,"started":true,"touched_at":"2026-11-27T10:09:27.544Z"}``. The other modes are
+the ways a probe can go wrong, switchable at runtime with :meth:`LivenessServer.set_mode`:
+
+- ``stale``: 400 with the same body and a ``touched_at`` 30 s old (PowerSync's own "not live")
+- ``fail``: 500; ``garbage``: 200 with a body that is not JSON
+- ``hang``: accept the request and answer nothing until :meth:`release` or :meth:`stop`
+- ``huge``: 200 with a 10 MB body, streamed in chunks
+- ``redirect``: 302 to another host
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
+
+from sandbox.lifecycle import Managed
+
+MODES = ("ok", "stale", "fail", "hang", "garbage", "huge", "redirect")
+PROBE_PATHS = ("/probes/liveness", "/probes/readiness", "/probes/startup")
+HUGE_BODY_BYTES = 10 * 1000 * 1000
+STALE_AGE_SECONDS = 30.0
+REDIRECT_LOCATION = "http://redirected.invalid/probes/liveness"
+_CHUNK = b"x" * 65536
+
+
+def powersync_timestamp(when: datetime) -> str:
+    """``2026-11-27T10:09:27.544Z``: UTC, milliseconds, as JavaScript's toISOString() writes it."""
+    utc = when.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def probe_body(age_seconds: float = 0.0) -> bytes:
+    touched = datetime.now(UTC) - timedelta(seconds=age_seconds)
+    body = {"ready": True, "started": True, "touched_at": powersync_timestamp(touched)}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+        """Quiet: a test's output should not fill with access logs."""
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        owner._count_hit()
+        if self.path.split("?")[0] not in PROBE_PATHS:
+            self._send(HTTPStatus.NOT_FOUND, b'{"error":"not found"}')
+            return
+        mode = owner.mode
+        try:
+            if mode == "hang":
+                owner._wait_for_release()
+                self.close_connection = True
+                return
+            if mode == "huge":
+                self._send_huge()
+                return
+            self._send(*self._answer(mode))
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up first (a timeout, a size cap): that is its right.
+            return
+
+    @staticmethod
+    def _answer(mode: str) -> tuple[HTTPStatus, bytes, dict[str, str]]:
+        if mode == "stale":
+            return HTTPStatus.BAD_REQUEST, probe_body(STALE_AGE_SECONDS), {}
+        if mode == "fail":
+            return HTTPStatus.INTERNAL_SERVER_ERROR, b'{"error":"internal error"}', {}
+        if mode == "garbage":
+            return HTTPStatus.OK, b"<html><body>upstream says hi</body></html>", {}
+        if mode == "redirect":
+            return HTTPStatus.FOUND, b"", {"Location": REDIRECT_LOCATION}
+        return HTTPStatus.OK, probe_body(), {}
+
+    def _send(self, status: HTTPStatus, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_huge(self) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(HUGE_BODY_BYTES))
+        self.end_headers()
+        remaining = HUGE_BODY_BYTES
+        while remaining > 0 and not self.server.owner._stopping.is_set():
+            chunk = _CHUNK[: min(len(_CHUNK), remaining)]
+            self.wfile.write(chunk)
+            remaining -= len(chunk)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, owner: LivenessServer) -> None:
+        self.owner = owner
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class LivenessServer(Managed):
+    """The endpoint on 127.0.0.1 (a free port), started by :meth:`start` or ``with``."""
+
+    def __init__(self, mode: str = "ok") -> None:
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._release = threading.Event()
+        self._stopping = threading.Event()
+        self.mode = "ok"
+        self.set_mode(mode)
+        self._server = _Server(self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        port: int = self._server.server_address[1]
+        return port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The liveness URL, as ``SLOTWATCH_LIVENESS_URL`` expects it."""
+        return f"{self.base_url}/probes/liveness"
+
+    @property
+    def hits(self) -> int:
+        """How many requests arrived, whatever the mode."""
+        with self._lock:
+            return self._hits
+
+    def _count_hit(self) -> None:
+        with self._lock:
+            self._hits += 1
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown liveness mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode == "hang":
+            if self._release.is_set():
+                self._release = threading.Event()
+        else:
+            # Requests already held by hang end without an answer.
+            self._release.set()
+        self.mode = mode
+
+    def release(self) -> None:
+        """End the requests held by ``hang`` (without an answer); later ones hang again."""
+        held = self._release
+        if self.mode == "hang":
+            self._release = threading.Event()
+        held.set()
+
+    def _wait_for_release(self) -> None:
+        release = self._release
+        while not release.wait(0.1) and not self._stopping.is_set():
+            continue
+
+    def start(self) -> Self:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"liveness-{self.port}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop promptly, even with requests held by ``hang`` or a ``huge`` body in flight."""
+        self._stopping.set()
+        self._release.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(5)
+            self._thread = None
+        self._server.server_close()
+
+    def teardown(self) -> None:
+        self.stop()

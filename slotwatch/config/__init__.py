@@ -1,0 +1,1 @@
+"""Configuration: the settings model, its sources (environment, TOML, *_FILE secrets), targets."""

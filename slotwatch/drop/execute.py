@@ -1,0 +1,286 @@
+"""The drop on the admin connection: privileges, the slot's lock, terminate, drop until a deadline.
+
+A session advisory lock keyed on the slot name serialises concurrent drops. The drop statement
+itself re-checks that the slot exists, matches and is free, so nothing can change between the
+last check and the drop; with `terminate` the walsender is terminated and the drop retried every
+few milliseconds while it exits, and again after each new holder, until the deadline. Outcomes
+are returned or raised as SlotwatchErrors; what to print is left to the caller, except the
+progress lines handed to `say`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import psycopg
+import psycopg.conninfo
+import psycopg.errors
+from pydantic import SecretStr
+
+from slotwatch.config.settings import Target
+from slotwatch.errors import DatabaseUnreachable, PermissionDenied, Refused, UnsupportedServer
+from slotwatch.model import PollResult, ServerRow, SlotRow
+from slotwatch.patterns import like_pattern
+from slotwatch.poll import db
+from slotwatch.poll.queries import (
+    MIN_VERSION,
+    drop_lock_statement,
+    drop_privileges_statement,
+    drop_statement,
+    drop_unlock_statement,
+    terminate_statement,
+)
+from slotwatch.units import format_duration
+
+# After a terminate, the drop is retried every SPIN_PAUSE while the walsender exits: a consumer
+# restarting on the slot needs a new process, connection and START_REPLICATION, so it loses.
+SPIN_SECONDS = 5.0
+SPIN_PAUSE = 0.002
+LOCK_GRACE = 10.0  # seconds past the deadline a concurrent drop may keep the slot's lock
+
+Outcome = Literal["dropped", "already_gone"]
+
+
+class DeadlinePassed(Refused):
+    """The walsender kept the slot until the deadline: nothing was dropped."""
+
+
+class AdminConnection:
+    """The one connection a drop reads and acts on, opened on first use.
+
+    `drop_attempts` and `terminated_pids` count what was done, for the audit record, whatever
+    the outcome.
+    """
+
+    def __init__(
+        self,
+        dsn: SecretStr,
+        target: Target,
+        *,
+        connect_timeout: float,
+        statement_timeout: float,
+        say: Callable[[str], None],
+    ) -> None:
+        self.dsn = dsn
+        self.target = target
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
+        self.say = say  # progress the operator sees while the drop waits or terminates
+        self.like = like_pattern(target.slot_pattern)
+        self.conn: psycopg.Connection[Any] | None = None
+        self.version_num = 0
+        self.statement: str | None = None  # the poll statement, chosen once per connection
+        self.drop_attempts = 0
+        self.terminated_pids: list[int] = []
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed:
+            self.conn = db.connect(
+                self.dsn,
+                connect_timeout=self.connect_timeout,
+                statement_timeout=self.statement_timeout,
+                read_only=False,
+            )
+            self.version_num = self.conn.info.server_version
+            self.statement = None
+        return self.conn
+
+    def role(self) -> str:
+        """The role the admin DSN names, for the GRANT an error message suggests."""
+        try:
+            return str(psycopg.conninfo.conninfo_to_dict(self.dsn.get_secret_value())["user"])
+        except (KeyError, psycopg.ProgrammingError):
+            return "<role>"
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str, denied: str) -> Iterator[None]:
+        """A failed statement as a one-line error; a missing privilege names what to grant.
+
+        `denied` is a template with {error} (the server's message) and {role}.
+        """
+        try:
+            yield
+        except psycopg.errors.InsufficientPrivilege as exc:
+            message = denied.format(error=db.one_line(exc), role=self.role())
+            raise PermissionDenied(message) from None
+        except psycopg.Error as exc:
+            raise DatabaseUnreachable(f"{doing} failed: {db.one_line(exc)}") from None
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def read(self) -> tuple[ServerRow | None, tuple[SlotRow, ...]]:
+        """One poll on the admin connection; (None, ()) means the server is a standby."""
+        conn = self._connection()
+        with self._errors(
+            "reading the slots", "cannot read the slots: {error}; GRANT pg_monitor TO {role}"
+        ):
+            try:
+                if self.statement is None:
+                    # Once per connection: a watch window reads every second.
+                    self.statement = db.session_poll_statement(conn)
+                return db.fetch(
+                    conn, self.statement, self.target.slot_pattern, self.target.consumer_app
+                )
+            except UnsupportedServer:
+                if self.version_num < MIN_VERSION:
+                    raise
+                return None, ()
+
+    def poll_result(self) -> PollResult:
+        """One poll as the daemon's store records it; a standby refuses the drop."""
+        started, clock = time.time(), time.monotonic()
+        server, rows = self.read()
+        if server is None:
+            raise Refused("the server became a standby (in recovery) during the drop")
+        return PollResult(self.target.name, started, time.monotonic() - clock, server, rows)
+
+    # --- acting -----------------------------------------------------------------------------
+
+    def check_privileges(self, *, terminate: bool) -> None:
+        """Refuse before the prompt when the role could not drop (or terminate) at all."""
+        row = self._connection().execute(drop_privileges_statement()).fetchone()
+        if row is None:  # pragma: no cover - current_user always has a pg_roles row
+            return
+        role, superuser, replication, signal_backend = row
+        missing = []
+        if not (superuser or replication):
+            missing.append(
+                f"ALTER ROLE {role} REPLICATION  (pg_drop_replication_slot needs the "
+                "REPLICATION attribute)"
+            )
+        if terminate and not (superuser or signal_backend):
+            missing.append(f"GRANT pg_signal_backend TO {role}  (to terminate the walsender)")
+        if missing:
+            raise PermissionDenied(
+                f"role {role} may not drop this slot; as an administrator run: "
+                + "; ".join(missing)
+                + " (or set SLOTWATCH_ADMIN_DSN to a role that has it); nothing was dropped"
+            )
+
+    def drop(self, slot: str, *, terminate: bool, deadline: float) -> Outcome:
+        """Drop `slot` under its lock, terminating and retrying until `deadline` seconds."""
+        conn = self._connection()
+        until = time.monotonic() + deadline
+        self._lock(conn, slot, until + LOCK_GRACE)
+        try:
+            return self._drop_loop(conn, slot, until, terminate=terminate, deadline=deadline)
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(drop_unlock_statement(), {"slot": slot})
+
+    def _lock(self, conn: psycopg.Connection[Any], slot: str, until: float) -> None:
+        waited = False
+        while True:
+            row = conn.execute(drop_lock_statement(), {"slot": slot}).fetchone()
+            if row is not None and row[0]:
+                return
+            if not waited:
+                self.say("Another slotwatch drop of this slot is running; waiting for it...")
+                waited = True
+            if time.monotonic() >= until:
+                raise Refused(
+                    f"another slotwatch drop of {slot} held its lock past the deadline; "
+                    "nothing was dropped"
+                )
+            time.sleep(0.1)
+
+    def _drop_loop(
+        self,
+        conn: psycopg.Connection[Any],
+        slot: str,
+        until: float,
+        *,
+        terminate: bool,
+        deadline: float,
+    ) -> Outcome:
+        params = {"slot": slot, "slot_like": self.like}
+        holders: list[int] = []
+        while True:
+            dropped = self._try_drop(conn, params)
+            if dropped is True:
+                return "dropped"
+            server, rows = self.read()
+            row = next((r for r in rows if r.name == slot), None)
+            if dropped is None or (server is not None and row is None):
+                return "already_gone"
+            if server is None:
+                raise Refused("the server became a standby (in recovery): nothing was dropped")
+            if row is None:  # pragma: no cover - handled as gone above
+                return "already_gone"
+            if not row.active:
+                if row.synced or row.failover:
+                    raise Refused(f"{slot} became a synced/failover slot; nothing was dropped")
+                continue  # released between the drop and the read: try again at once
+            if row.active_pid is not None and row.active_pid not in holders:
+                holders.append(row.active_pid)
+            if not terminate:
+                raise Refused(
+                    f"a walsender (pid {row.active_pid}) took the slot meanwhile; nothing was "
+                    "dropped (add --terminate to end it)"
+                )
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                raise DeadlinePassed(_deadline_message(slot, holders, deadline))
+            dropped = self._terminate_and_take(conn, params, until)
+            if dropped is True:
+                return "dropped"
+            if dropped is None:
+                return "already_gone"
+
+    def _try_drop(self, conn: psycopg.Connection[Any], params: dict[str, str]) -> bool | None:
+        """True dropped, False not (held or changed), None: gone (someone else dropped it)."""
+        self.drop_attempts += 1
+        with self._errors(
+            "the drop", "{error}: ALTER ROLE {role} REPLICATION; nothing was dropped"
+        ):
+            try:
+                rows = conn.execute(drop_statement(self.version_num), params).fetchall()
+            except psycopg.errors.UndefinedObject:
+                return None  # 42704: dropped by someone else between our scan and our call
+            except psycopg.errors.ObjectInUse:
+                return False  # 55006: a walsender took it between our scan and our call
+        return len(rows) > 0
+
+    def _terminate_and_take(
+        self, conn: psycopg.Connection[Any], params: dict[str, str], until: float
+    ) -> bool | None:
+        """Terminate the holder, then retry the drop every few ms until it is free (or not)."""
+        self._terminate(conn, params)
+        spin_until = min(until, time.monotonic() + SPIN_SECONDS)
+        while True:
+            dropped = self._try_drop(conn, params)
+            if dropped is not False or time.monotonic() >= spin_until:
+                return dropped
+            time.sleep(SPIN_PAUSE)
+
+    def _terminate(self, conn: psycopg.Connection[Any], params: dict[str, str]) -> None:
+        with self._errors(
+            "terminating the walsender",
+            "{error}: GRANT pg_signal_backend TO {role} (a walsender of a superuser can only be "
+            "terminated by a superuser); nothing was dropped",
+        ):
+            rows = conn.execute(terminate_statement(), params).fetchall()
+        for pid, signalled in rows:
+            self.terminated_pids.append(int(pid))
+            self.say(f"Terminated walsender pid {pid}" + ("" if signalled else " (signal refused)"))
+
+
+def _deadline_message(slot: str, holders: list[int], deadline: float) -> str:
+    who = (
+        f"walsender pid {holders[0]} did not let go"
+        if len(holders) == 1
+        else f"the consumer kept reattaching (walsender pids {', '.join(map(str, holders))})"
+    )
+    return (
+        f"gave up after {format_duration(deadline)} (--deadline): {who}; {slot} was "
+        "NOT dropped. Stop PowerSync (or the consumer holding the slot) first, then run the "
+        "drop again"
+    )

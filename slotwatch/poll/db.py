@@ -1,0 +1,328 @@
+"""Talking to the source database: connect with timeouts, run the one poll statement, parse it.
+
+A `TargetConnection` keeps one connection per target open between polls (a TLS handshake to
+Supabase every fifteen seconds would cost more than the poll) and reconnects after any failure.
+`poll()` never raises for an expected failure: it returns a PollResult with the error's reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+import psycopg.errors
+from pydantic import SecretStr
+
+from slotwatch.errors import (
+    DatabaseUnreachable,
+    PermissionDenied,
+    SlotwatchError,
+    UnsupportedServer,
+)
+from slotwatch.logs import REDACTOR
+from slotwatch.model import PollError, PollResult, ServerRow, SlotRow
+from slotwatch.patterns import like_pattern
+from slotwatch.poll.queries import can_list_waldir_statement, poll_statement
+
+APPLICATION_NAME = "slotwatch"
+
+# Set only when the DSN does not say otherwise: a dead peer must not hang a poll for hours.
+_KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+
+# How long past the server's own statement_timeout a poll may wait for its answer before the
+# client gives up on the connection (the round trip to a distant server fits well inside).
+ANSWER_GRACE = 2.0
+
+
+def connect(
+    dsn: SecretStr,
+    *,
+    connect_timeout: float,
+    statement_timeout: float,
+    read_only: bool = True,
+) -> psycopg.Connection[Any]:
+    """Open an autocommit connection; raises DatabaseUnreachable or PermissionDenied."""
+    try:
+        return _open(dsn, connect_timeout, statement_timeout, read_only=read_only)
+    except psycopg.OperationalError as exc:
+        error = classify_error(exc, connecting=True)
+        if error.reason == "auth":
+            raise PermissionDenied(error.message) from None
+        raise DatabaseUnreachable(error.message) from None
+
+
+def _open(
+    dsn: SecretStr, connect_timeout: float, statement_timeout: float, *, read_only: bool
+) -> psycopg.Connection[Any]:
+    params = psycopg.conninfo.conninfo_to_dict(dsn.get_secret_value())
+    for key, value in _KEEPALIVES.items():
+        params.setdefault(key, value)
+    params["application_name"] = APPLICATION_NAME
+    params["connect_timeout"] = str(max(1, int(connect_timeout)))
+    gucs = f"-c statement_timeout={int(statement_timeout * 1000)}"
+    gucs += " -c lock_timeout=" + str(int(statement_timeout * 1000))
+    if read_only:
+        gucs += " -c default_transaction_read_only=on"
+    params["options"] = f"{params.get('options', '')} {gucs}".strip()
+    return psycopg.connect(psycopg.conninfo.make_conninfo("", **params), autocommit=True)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first meaningful line of an error, with any secret scrubbed."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # libpq puts "connection to server ... failed:" and the cause on separate lines.
+    line = " ".join(lines[:2]) if lines and lines[0].endswith("failed:") else lines[0]
+    return REDACTOR.scrub(line)
+
+
+def classify_error(exc: BaseException, *, connecting: bool = False) -> PollError:
+    """Map an exception to a `slotwatch_poll_errors_total` reason and a one-line message."""
+    message = one_line(exc)
+    lowered = message.lower()
+    if isinstance(exc, UnsupportedServer):
+        return PollError("other", message)
+    if isinstance(exc, psycopg.errors.QueryCanceled) or "timeout expired" in lowered:
+        return PollError("timeout", message)
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return PollError("query", message)
+    if isinstance(
+        exc, psycopg.errors.InvalidAuthorizationSpecification | psycopg.errors.InvalidPassword
+    ):
+        return PollError("auth", message)
+    if isinstance(exc, psycopg.OperationalError) or connecting:
+        # libpq's own TLS set-up fails before the server is asked anything, in words the auth
+        # markers would catch ("root certificate file ... does not exist"): the cure is the
+        # sslrootcert/sslcert/sslkey files, not the role or pg_hba.conf.
+        if any(marker in lowered for marker in ("certificate file", "private key file")):
+            return PollError("tls", message)
+        if any(
+            marker in lowered
+            for marker in (
+                "password authentication failed",
+                "no pg_hba.conf entry",
+                "does not exist",
+                "authentication failed",
+                "no password supplied",
+                "permission denied",  # a role without CONNECT on the database
+            )
+        ):
+            return PollError("auth", message)
+        if any(marker in lowered for marker in ("ssl", "certificate", "tls")):
+            return PollError("tls", message)
+        return PollError("connect", message)
+    if isinstance(exc, psycopg.Error):
+        return PollError("query", message)
+    return PollError("other", message)
+
+
+def parse_poll(document: dict[str, Any]) -> tuple[ServerRow, tuple[SlotRow, ...]]:
+    """Turn the poll statement's JSON document into plain rows (pure)."""
+    if document["in_recovery"]:
+        raise UnsupportedServer(
+            "the server is a standby (in recovery): slotwatch watches the primary"
+        )
+    server = ServerRow(
+        version_num=int(document["version_num"]),
+        in_recovery=False,
+        current_lsn=int(document["current_lsn"]),
+        max_slot_wal_keep_size=int(document["max_slot_wal_keep_size"]),
+        wal_segment_size=int(document["wal_segment_size"]),
+        wal_directory_bytes=_int(document["wal_directory_bytes"]),
+        wal_sender_timeout=float(document["wal_sender_timeout_ms"]) / 1000.0,
+        server_epoch=float(document["server_epoch"]),
+    )
+    slots = tuple(
+        SlotRow(
+            name=s["name"],
+            plugin=s["plugin"],
+            slot_type=s["slot_type"],
+            database=s["database"],
+            temporary=bool(s["temporary"]),
+            active=bool(s["active"]),
+            active_pid=_int(s["active_pid"]),
+            restart_lsn=_int(s["restart_lsn"]),
+            confirmed_flush_lsn=_int(s["confirmed_flush_lsn"]),
+            wal_status=s["wal_status"],
+            safe_wal_size=_int(s["safe_wal_size"]),
+            catalog_xmin_age=_int(s["catalog_xmin_age"]),
+            server_inactive_seconds=_float(s["server_inactive_seconds"]),
+            invalidation_reason=s["invalidation_reason"],
+            conflicting=s["conflicting"],
+            synced=s["synced"],
+            failover=s["failover"],
+            sender_pid=_int(s["sender_pid"]),
+            sender_application_name=s["sender_application_name"],
+            sender_state=s["sender_state"],
+            sent_lsn=_int(s["sent_lsn"]),
+            consumer_busy=bool(s["consumer_busy"]),
+            spill_bytes=_int(s["spill_bytes"]),
+            stream_bytes=_int(s["stream_bytes"]),
+            total_bytes=_int(s["total_bytes"]),
+        )
+        for s in document["slots"]
+    )
+    return server, slots
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def can_list_waldir(conn: psycopg.Connection[Any]) -> bool:
+    """Whether this session may run pg_ls_waldir()."""
+    row = conn.execute(can_list_waldir_statement()).fetchone()
+    return bool(row and row[0])
+
+
+def session_poll_statement(conn: psycopg.Connection[Any]) -> str:
+    """The poll statement for this session's server version and privileges.
+
+    Costs one round trip (the privilege question): callers keep the answer for the life of the
+    connection. Raises UnsupportedServer below PostgreSQL 13.
+    """
+    return poll_statement(conn.info.server_version, list_waldir=can_list_waldir(conn))
+
+
+def fetch(
+    conn: psycopg.Connection[Any], statement: str, slot_pattern: str, consumer_app: str
+) -> tuple[ServerRow, tuple[SlotRow, ...]]:
+    """Run the session's poll statement: one round trip, one row."""
+    params = {"slot_like": like_pattern(slot_pattern), "consumer_like": like_pattern(consumer_app)}
+    row = conn.execute(statement, params).fetchone()
+    if row is None:  # pragma: no cover - the statement always returns one row
+        raise SlotwatchError("the poll statement returned no row")
+    document: dict[str, Any] = row[0]
+    return parse_poll(document)
+
+
+class AnswerDeadline:
+    """Cuts the connection's socket when a poll has no answer within `seconds`.
+
+    statement_timeout is enforced by the server process: a frozen backend, or a proxy that
+    accepted the connection and went silent, never answers, and TCP keepalives are answered by
+    a kernel whose process is stuck. Shutting the socket down makes the blocked read fail at
+    once, so the poll ends as a failed poll instead of hanging the job (and the shutdown).
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> AnswerDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            # A duplicate of the descriptor: shutdown() acts on the socket itself, and closing
+            # the duplicate leaves psycopg's own descriptor for it to close.
+            with (
+                contextlib.suppress(OSError, psycopg.Error),
+                socket.socket(fileno=os.dup(self._conn.fileno())) as sock,
+            ):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class TargetConnection:
+    """One target's connection, opened lazily and reopened after failures."""
+
+    def __init__(
+        self,
+        name: str,
+        dsn: SecretStr,
+        slot_pattern: str,
+        consumer_app: str,
+        *,
+        connect_timeout: float,
+        statement_timeout: float,
+    ) -> None:
+        self.name = name
+        self._dsn = dsn
+        self._slot_pattern = slot_pattern
+        self._consumer_app = consumer_app
+        self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        self._statement: str | None = None  # chosen once per connection
+
+    def poll(self) -> PollResult:
+        started = time.time()
+        clock = time.monotonic()
+        deadline: AnswerDeadline | None = None
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self.close()
+                try:
+                    self._conn = _open(
+                        self._dsn, self._connect_timeout, self._statement_timeout, read_only=True
+                    )
+                    self._statement = None
+                except psycopg.OperationalError as exc:
+                    error = classify_error(exc, connecting=True)
+                    return PollResult(self.name, started, time.monotonic() - clock, error=error)
+            deadline = AnswerDeadline(self._conn, self._statement_timeout + ANSWER_GRACE)
+            with deadline:
+                if self._statement is None:
+                    self._statement = session_poll_statement(self._conn)
+                server, slots = fetch(
+                    self._conn, self._statement, self._slot_pattern, self._consumer_app
+                )
+        except (psycopg.Error, UnsupportedServer) as exc:
+            # A query error leaves the connection usable, a lost one does not: start afresh.
+            self.close()
+            error = classify_error(exc)
+            if deadline is not None and deadline.fired:
+                error = PollError(
+                    "timeout",
+                    f"no answer within {deadline.seconds:g}s (statement_timeout plus "
+                    f"{ANSWER_GRACE:g}s): the server or the network in between is stuck",
+                )
+            return PollResult(self.name, started, time.monotonic() - clock, error=error)
+        except Exception as exc:  # noqa: BLE001 - a surprise (a document we cannot parse, a
+            # driver bug) must still read as a failed poll: else slotwatch_up keeps the last 1.
+            self.close()
+            error = PollError("other", f"unexpected {type(exc).__name__}: {one_line(exc)}")
+            return PollResult(self.name, started, time.monotonic() - clock, error=error)
+        return PollResult(self.name, started, time.monotonic() - clock, server, slots)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # Closing a dead socket may complain; there is nothing left to do with it.
+            with contextlib.suppress(psycopg.Error):
+                conn.close()

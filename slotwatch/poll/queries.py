@@ -1,0 +1,81 @@
+"""The SQL slotwatch runs, chosen by server version in this one place.
+
+Each statement is a whole file under `sql/`, read-only, carrying a `/* slotwatch: ... */`
+marker so a DBA can find it in pg_stat_activity. Parameters are always bound, never pasted.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+from slotwatch.errors import UnsupportedServer
+
+MIN_VERSION = 130000
+
+# (first version_num it applies to, file): newest first.
+_POLL = ((170000, "poll_pg17.sql"), (140000, "poll_pg14.sql"), (MIN_VERSION, "poll_pg13.sql"))
+
+
+@cache
+def _read(name: str) -> str:
+    return resources.files("slotwatch.poll").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+_WALDIR = re.compile(r"/\*waldir\*/.*?/\*waldir\*/", re.S)
+
+
+def can_list_waldir_statement() -> str:
+    """Asked once per connection: may this role run pg_ls_waldir()?"""
+    return _read("can_list_waldir.sql")
+
+
+def poll_statement(version_num: int, *, list_waldir: bool = True) -> str:
+    """The poll statement for a server; raises UnsupportedServer below PostgreSQL 13.
+
+    Without `list_waldir` the pg_ls_waldir() expression becomes NULL: PostgreSQL checks EXECUTE
+    on every function of a statement before running it, so no CASE can guard it.
+    """
+    for first, name in _POLL:
+        if version_num >= first:
+            text = _read(name)
+            return text if list_waldir else _WALDIR.sub("NULL::numeric", text)
+    raise UnsupportedServer(
+        f"PostgreSQL {version_num // 10000} is not supported: slotwatch needs 13 or newer"
+        " (wal_status and safe_wal_size)"
+    )
+
+
+# The guarded drop (slotwatch/execute.py). Each statement binds %(slot)s and, where it re-checks
+# the pattern, %(slot_like)s; none is ever built from pieces.
+_DROP = ((170000, "drop_slot_pg17.sql"), (MIN_VERSION, "drop_slot_pg13.sql"))
+
+
+def _by_version(choices: tuple[tuple[int, str], ...], version_num: int) -> str:
+    for first, name in choices:
+        if version_num >= first:
+            return _read(name)
+    return poll_statement(version_num)  # raises UnsupportedServer with the usual message
+
+
+def drop_statement(version_num: int) -> str:
+    """Drop the slot only if it still exists, matches and is free; one row per slot dropped."""
+    return _by_version(_DROP, version_num)
+
+
+def terminate_statement() -> str:
+    """Terminate whichever walsender holds the slot now, without waiting for it to exit."""
+    return _read("drop_terminate.sql")
+
+
+def drop_lock_statement() -> str:
+    return _read("drop_lock.sql")
+
+
+def drop_unlock_statement() -> str:
+    return _read("drop_unlock.sql")
+
+
+def drop_privileges_statement() -> str:
+    return _read("drop_privileges.sql")

@@ -1,0 +1,1 @@
+"""Showing the latest snapshot: the store, the metrics collector, the read-only endpoints."""

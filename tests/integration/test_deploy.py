@@ -1,0 +1,416 @@
+"""Deployment files: the NixOS module, the systemd unit, the quadlet, and the roles in roles.sql.
+
+The NixOS module is evaluated offline through tests/nix/eval-module.nix (a stub `lib`, no nixpkgs),
+so what is checked is the unit the module generates. The roles are checked against real
+PostgreSQL servers: the monitoring role runs slotwatch's own poll and sees everything it needs,
+yet cannot drop a slot or end a backend; the drop role can do both.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors
+from pydantic import SecretStr
+
+from sandbox.cluster import Cluster
+from sandbox.consumer import Consumer, create_slot
+from sandbox.waiting import wait_until
+from slotwatch.model import PollResult, SlotRow
+from slotwatch.poll.db import TargetConnection
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+UNIT = DEPLOY / "systemd" / "slotwatch.service"
+QUADLET = DEPLOY / "podman" / "slotwatch.container"
+EVALUATOR = ROOT / "tests" / "nix" / "eval-module.nix"
+ROLES_SQL = DEPLOY / "sql" / "roles.sql"
+
+# The sandbox every way of running slotwatch must keep (value as the NixOS module writes it).
+HARDENING: dict[str, Any] = {
+    "DynamicUser": True,
+    "ProtectSystem": "strict",
+    "ProtectHome": True,
+    "PrivateTmp": True,
+    "NoNewPrivileges": True,
+    "CapabilityBoundingSet": "",
+    "AmbientCapabilities": "",
+    "RestrictAddressFamilies": ["AF_INET", "AF_INET6", "AF_UNIX"],
+    "MemoryDenyWriteExecute": True,
+    "Restart": "on-failure",
+}
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; CI needs it (see the deploy tests' docstring)")
+    return path
+
+
+# -- NixOS module ---------------------------------------------------------------------------
+
+
+def _nix_files() -> list[Path]:
+    return sorted([*DEPLOY.rglob("*.nix"), *(ROOT / "tests" / "nix").glob("*.nix")])
+
+
+def test_there_are_nix_files_to_check() -> None:
+    names = {path.name for path in _nix_files()}
+    assert {"module.nix", "example.nix", "eval-module.nix"} <= names
+
+
+@pytest.mark.parametrize("path", _nix_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_nix_file_parses(path: Path) -> None:
+    result = subprocess.run(
+        [_tool("nix-instantiate"), "--parse", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_example_wires_sops_secrets_powersync_and_the_scrape_job() -> None:
+    # The example needs nixpkgs and sops-nix to evaluate; offline, its wiring is read as text.
+    text = (DEPLOY / "nixos" / "example.nix").read_text()
+    assert "./module.nix" in text
+    assert "../victoriametrics/nixos.nix" in text
+    assert 'dsnFile = config.sops.secrets."slotwatch/dsn".path;' in text
+    assert "virtualisation.oci-containers.containers.powersync" in text
+    assert "dsn = " not in text
+
+
+def _evaluate_module(settings: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [
+            _tool("nix-instantiate"),
+            "--eval",
+            "--strict",
+            "--json",
+            str(EVALUATOR),
+            "--arg",
+            "settings",
+            settings,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    evaluated: dict[str, Any] = json.loads(result.stdout)
+    return evaluated
+
+
+BASE_SETTINGS = (
+    'enable = true; package = "/nix/store/00000000000000000000000000000000-slotwatch-0.1.0";'
+    ' dsnFile = "/run/secrets/slotwatch/dsn";'
+)
+
+
+def test_module_generates_a_hardened_service_reading_its_dsn_as_a_credential() -> None:
+    evaluated = _evaluate_module("{ " + BASE_SETTINGS + " }")
+    service = evaluated["service"]
+    unit = service["serviceConfig"]
+
+    for key, value in HARDENING.items():
+        assert unit.get(key) == value, key
+    assert "@system-service" in unit["SystemCallFilter"]
+    assert unit["TimeoutStopSec"]
+    assert unit["ExecStart"].endswith("/bin/slotwatch run")
+    assert unit["LoadCredential"] == ["dsn:/run/secrets/slotwatch/dsn"]
+    assert service["environment"]["SLOTWATCH_DSN_FILE"] == "%d/dsn"
+    assert "SLOTWATCH_ADMIN_DSN_FILE" not in service["environment"]
+    assert service["environment"]["SLOTWATCH_LISTEN"] == "127.0.0.1:9847"
+    # No secret and no unset threshold leaks into the environment.
+    assert "SLOTWATCH_DSN" not in service["environment"]
+    assert "SLOTWATCH_STALL_AFTER" not in service["environment"]
+    assert evaluated["failedAssertions"] == []
+    assert evaluated["warnings"] == []
+    assert evaluated["firewallPorts"] == {}
+
+
+def test_module_passes_thresholds_admin_dsn_and_extra_environment_through() -> None:
+    evaluated = _evaluate_module(
+        "{ "
+        + BASE_SETTINGS
+        + ' adminDsnFile = "/run/secrets/slotwatch/admin-dsn"; stallAfter = "10m";'
+        + ' inactiveAfter = 90; slotPattern = "powersync_prod%"; port = 9900;'
+        + ' listenAddress = "[::1]"; livenessUrl = "";'
+        + ' extraEnvironment = { SLOTWATCH_LOG_LEVEL = "debug"; }; openFirewall = true; }'
+    )
+    environment = evaluated["service"]["environment"]
+    assert evaluated["service"]["serviceConfig"]["LoadCredential"] == [
+        "dsn:/run/secrets/slotwatch/dsn",
+        "admin-dsn:/run/secrets/slotwatch/admin-dsn",
+    ]
+    assert environment["SLOTWATCH_ADMIN_DSN_FILE"] == "%d/admin-dsn"
+    assert environment["SLOTWATCH_STALL_AFTER"] == "10m"
+    assert environment["SLOTWATCH_INACTIVE_AFTER"] == "90"
+    assert environment["SLOTWATCH_SLOT_PATTERN"] == "powersync_prod%"
+    assert environment["SLOTWATCH_LISTEN"] == "[::1]:9900"
+    assert environment["SLOTWATCH_LIVENESS_URL"] == ""
+    assert environment["SLOTWATCH_LOG_LEVEL"] == "debug"
+    assert evaluated["firewallPorts"] == [9900]
+
+
+def test_module_rejects_an_inline_dsn() -> None:
+    evaluated = _evaluate_module(
+        "{ " + BASE_SETTINGS + ' dsn = "postgresql://slotwatch:hunter2@db/postgres"; }'
+    )
+    assert len(evaluated["failedAssertions"]) == 1
+    assert "dsnFile" in evaluated["failedAssertions"][0]
+
+
+def test_module_warns_when_the_dsn_file_is_in_the_nix_store() -> None:
+    evaluated = _evaluate_module(
+        '{ enable = true; package = "/nix/store/x-slotwatch";'
+        ' dsnFile = "/nix/store/00000000000000000000000000000000-dsn"; }'
+    )
+    assert len(evaluated["warnings"]) == 1
+    assert "world-readable" in evaluated["warnings"][0]
+
+
+def test_module_refuses_a_public_listen_address_without_open_firewall() -> None:
+    evaluated = _evaluate_module("{ " + BASE_SETTINGS + ' listenAddress = "0.0.0.0"; }')
+    assert len(evaluated["failedAssertions"]) == 1
+
+
+# -- plain systemd unit ---------------------------------------------------------------------
+
+
+def _unit_settings(path: Path) -> dict[str, list[str]]:
+    """Key -> every value it is given (systemd keys may repeat), comments skipped."""
+    settings: dict[str, list[str]] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, value = line.partition("=")
+        settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def _as_unit_value(value: Any) -> str:
+    if value is True:
+        return "yes"
+    if isinstance(value, list):
+        return " ".join(value)
+    return str(value)
+
+
+def test_plain_unit_keeps_the_same_hardening_as_the_module() -> None:
+    unit = _unit_settings(UNIT)
+    module_unit = _evaluate_module("{ " + BASE_SETTINGS + " }")["service"]["serviceConfig"]
+    skip = {"ExecStart", "LoadCredential", "SystemCallFilter"}
+    for key, value in module_unit.items():
+        if key in skip:
+            continue
+        assert unit.get(key) == [_as_unit_value(value)], key
+    assert unit["SystemCallFilter"] == module_unit["SystemCallFilter"]
+    assert unit["LoadCredential"] == ["dsn:/etc/slotwatch/dsn"]
+    assert "SLOTWATCH_DSN_FILE=%d/dsn" in unit["Environment"]
+
+
+def test_systemd_analyze_accepts_the_plain_unit(tmp_path: Path) -> None:
+    # verify insists that ExecStart's binary exists: point it at a stand-in, change nothing else.
+    stand_in = tmp_path / "slotwatch"
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
+    text = UNIT.read_text()
+    assert "ExecStart=/opt/slotwatch/bin/slotwatch run" in text
+    copy = tmp_path / "slotwatch.service"
+    copy.write_text(text.replace("/opt/slotwatch/bin/slotwatch", str(stand_in)))
+
+    result = subprocess.run(
+        [_tool("systemd-analyze"), "verify", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # verify exits 0 even for unknown keys and bad values; it only complains on stderr.
+    complaints = [line for line in result.stderr.splitlines() if "slotwatch" in line]
+    assert result.returncode == 0, result.stderr
+    assert complaints == []
+
+
+# -- podman quadlet -------------------------------------------------------------------------
+
+
+def test_quadlet_runs_read_only_as_a_numeric_user_with_file_secrets_and_a_health_check() -> None:
+    # Debian 12's podman (4.3) has no quadlet generator yet, so the file is checked as text.
+    settings = _unit_settings(QUADLET)
+    assert settings["ReadOnly"] == ["true"]
+    assert settings["Network"] == ["host"]
+    assert settings["User"] == ["65532"]
+    assert settings["NoNewPrivileges"] == ["true"]
+    assert settings["DropCapability"] == ["all"]
+    assert settings["Tmpfs"] == ["/run/secrets"]
+    assert any(value.startswith("slotwatch-dsn,type=mount") for value in settings["Secret"])
+    assert "SLOTWATCH_DSN_FILE=/run/secrets/slotwatch-dsn" in settings["Environment"]
+    assert "SLOTWATCH_LISTEN=127.0.0.1:9847" in settings["Environment"]
+    assert "/healthz" in settings["HealthCmd"][0]
+    assert not any(value.startswith("SLOTWATCH_DSN=") for value in settings["Environment"])
+
+
+# -- least-privilege roles ------------------------------------------------------------------
+
+CONSUMER_ROLE = "powersync_replicator"
+CONSUMER_APP = "powersync/1.25.0"
+
+
+class ConsumerAsRole(Consumer):
+    """pg_recvlogical logged in as PowerSync's own (non-superuser) replication role."""
+
+    def argv(self) -> list[str]:
+        dsn = self.cluster.dsn(user=CONSUMER_ROLE, application_name=self.application_name)
+        return [f"--dbname={dsn}" if arg.startswith("--dbname=") else arg for arg in super().argv()]
+
+
+@pytest.fixture
+def source(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    """A source database with roles.sql applied (twice: it must be rerunnable)."""
+    cluster = cluster_factory()
+    roles = ROLES_SQL.read_bytes()
+    with cluster.connect() as conn:
+        conn.execute(roles)
+        conn.execute(roles)
+        conn.execute(f"CREATE ROLE {CONSUMER_ROLE} LOGIN REPLICATION")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {CONSUMER_ROLE}")
+        conn.execute("CREATE ROLE unprivileged LOGIN")
+    return cluster
+
+
+def _poll_as(cluster: Cluster, role: str) -> PollResult:
+    target = TargetConnection(
+        "default",
+        SecretStr(cluster.dsn(user=role)),
+        "powersync_selfhost%",
+        "powersync/%",
+        connect_timeout=5,
+        statement_timeout=5,
+    )
+    try:
+        return target.poll()
+    finally:
+        target.close()
+
+
+def _by_name(result: PollResult) -> dict[str, SlotRow]:
+    return {slot.name: slot for slot in result.slots}
+
+
+def _connect_as(cluster: Cluster, role: str, **params: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(cluster.dsn(user=role, **params), autocommit=True)
+    # The monitoring role defaults to read-only sessions; switch that off so what is tested
+    # below is the privilege itself, not the read-only guard.
+    conn.execute("SET default_transaction_read_only = off")
+    return conn
+
+
+def test_monitoring_role_sees_everything_but_can_change_nothing(source: Cluster) -> None:
+    streaming = "powersync_selfhost1_a0a0"
+    snapshotting = "powersync_selfhost2_b1b1"
+    create_slot(source, streaming)
+    create_slot(source, snapshotting)
+    with (
+        ConsumerAsRole(source, streaming, application_name=CONSUMER_APP, reconnect=False) as cons,
+        # PowerSync's snapshot session: a plain connection of its role, inside a transaction.
+        psycopg.connect(source.dsn(user=CONSUMER_ROLE, application_name=CONSUMER_APP)) as copier,
+    ):
+        copier.execute("SELECT count(*) FROM lists")
+        copier_pid = copier.info.backend_pid
+
+        # slotwatch's own poll, as the monitoring role: every figure it needs is there.
+        result = _poll_as(source, "slotwatch")
+        assert result.error is None, result.error
+        assert result.server is not None
+        assert result.server.wal_directory_bytes is not None
+        assert result.server.wal_directory_bytes > 0
+        slots = _by_name(result)
+        assert set(slots) == {streaming, snapshotting}
+        assert slots[streaming].active
+        assert slots[streaming].sender_pid is not None
+        assert slots[streaming].sent_lsn is not None
+        assert slots[streaming].sender_application_name == CONSUMER_APP
+        assert slots[snapshotting].consumer_busy
+        assert slots[streaming].total_bytes is not None
+
+        # Without pg_monitor those figures are hidden: it is what the monitoring role needs.
+        with (
+            _connect_as(source, "unprivileged") as bare,
+            pytest.raises(errors.InsufficientPrivilege),
+        ):
+            bare.execute("SELECT count(*) FROM pg_ls_waldir()")
+        with _connect_as(source, "unprivileged") as bare:
+            hidden = bare.execute(
+                "SELECT sent_lsn FROM pg_stat_replication WHERE application_name = %s",
+                (CONSUMER_APP,),
+            ).fetchall()
+            assert hidden == [(None,)]
+            busy = bare.execute(
+                "SELECT state FROM pg_stat_activity WHERE pid = %s", (copier_pid,)
+            ).fetchall()
+            assert busy == [(None,)]
+
+        walsender = slots[streaming].sender_pid
+        with _connect_as(source, "slotwatch") as monitor:
+            with pytest.raises(errors.InsufficientPrivilege):
+                monitor.execute("SELECT pg_drop_replication_slot(%s)", (snapshotting,))
+            with pytest.raises(errors.InsufficientPrivilege):
+                monitor.execute("SELECT pg_terminate_backend(%s)", (walsender,))
+            with pytest.raises(errors.InsufficientPrivilege):
+                monitor.execute("SELECT pg_terminate_backend(%s)", (copier_pid,))
+            with pytest.raises(errors.InsufficientPrivilege):
+                monitor.execute("SELECT pg_cancel_backend(%s)", (copier_pid,))
+            with pytest.raises(errors.InsufficientPrivilege):
+                monitor.execute("SELECT count(*) FROM lists")
+        # The default read-only session refuses writes on its own, too.
+        with (
+            psycopg.connect(source.dsn(user="slotwatch"), autocommit=True) as monitor,
+            pytest.raises(errors.ReadOnlySqlTransaction),
+        ):
+            monitor.execute("CREATE TEMP TABLE scratch (x int)")
+
+        assert source.slot(streaming) is not None
+        assert source.slot(snapshotting) is not None
+        assert cons.running
+        assert copier.execute("SELECT 1").fetchone() == (1,)
+
+        # The drop role: an active slot is refused until its walsender is gone, then dropped.
+        with _connect_as(source, "slotwatch_admin") as admin:
+            with pytest.raises(errors.ObjectInUse):
+                admin.execute("SELECT pg_drop_replication_slot(%s)", (streaming,))
+            ended = admin.execute("SELECT pg_terminate_backend(%s, 5000)", (walsender,))
+            assert ended.fetchone() == (True,)
+            admin.execute("SELECT pg_drop_replication_slot(%s)", (streaming,))
+
+            ended = admin.execute("SELECT pg_terminate_backend(%s, 5000)", (copier_pid,))
+            assert ended.fetchone() == (True,)
+            copier.close()
+            admin.execute("SELECT pg_drop_replication_slot(%s)", (snapshotting,))
+
+        assert source.slot(streaming) is None
+        assert source.slot(snapshotting) is None
+        wait_until(lambda: not cons.running, 10, message="pg_recvlogical exits")
+
+
+def test_drop_role_cannot_end_a_superuser_session(source: Cluster) -> None:
+    # pg_signal_backend stops at superusers: a consumer running as one cannot be unstuck by
+    # `slotwatch drop --terminate`, which the docs warn about.
+    with (
+        source.connect() as superuser,
+        _connect_as(source, "slotwatch_admin") as admin,
+        pytest.raises(errors.InsufficientPrivilege),
+    ):
+        admin.execute("SELECT pg_terminate_backend(%s)", (superuser.info.backend_pid,))

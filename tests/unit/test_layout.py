@@ -1,0 +1,102 @@
+"""The package map in slotwatch/__init__.py holds: each part imports only what it may.
+
+Read from the code's own imports (ast), so a new arrow that runs against the design fails here
+before anyone has to notice it in review.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "slotwatch"
+
+# Libraries that do I/O: a pure part must import none of them.
+IO_LIBRARIES = {"psycopg", "httpx", "apscheduler", "prometheus_client", "socket", "subprocess"}
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+MODULES = {_module(p): _imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _in(module: str, part: str) -> bool:
+    return module == part or module.startswith(part + ".")
+
+
+def _offenders(part: str, forbidden: list[str]) -> list[str]:
+    return sorted(
+        f"{module} imports {name}"
+        for module, names in MODULES.items()
+        if _in(module, part)
+        for name in names
+        if any(_in(name, f) for f in forbidden)
+    )
+
+
+@pytest.mark.parametrize(
+    ("part", "forbidden"),
+    [
+        # Decisions do no I/O and know nothing of where their data came from or goes.
+        (
+            "slotwatch.judge",
+            ["slotwatch.poll", "slotwatch.serve", "slotwatch.drop", "slotwatch.config",
+             "slotwatch.service", "slotwatch.wiring", "slotwatch.cli", *IO_LIBRARIES],
+        ),
+        (
+            "slotwatch.model",
+            ["slotwatch.poll", "slotwatch.serve", "slotwatch.drop", "slotwatch.judge",
+             "slotwatch.config", *IO_LIBRARIES],
+        ),
+        ("slotwatch.patterns", ["slotwatch", *IO_LIBRARIES]),
+        ("slotwatch.drop.guard", ["slotwatch.poll", "slotwatch.serve", *IO_LIBRARIES]),
+        # A scrape never touches the database: nothing served imports the connection code.
+        ("slotwatch.serve", ["slotwatch.poll", "slotwatch.drop", "psycopg", "slotwatch.cli"]),
+        # Settings stand on their own: every other part reads them, they read no other part.
+        (
+            "slotwatch.config",
+            ["slotwatch.poll", "slotwatch.serve", "slotwatch.drop", "slotwatch.judge",
+             "slotwatch.service", "slotwatch.wiring", "slotwatch.cli"],
+        ),
+        # Reading the world decides nothing and serves nothing.
+        (
+            "slotwatch.poll",
+            ["slotwatch.judge", "slotwatch.serve", "slotwatch.drop", "slotwatch.cli"],
+        ),
+        # The one-shot verbs' neutral ground never loads the daemon's scheduler.
+        ("slotwatch.wiring", ["slotwatch.service", "apscheduler", "slotwatch.cli"]),
+        ("slotwatch.drop", ["slotwatch.service", "apscheduler", "slotwatch.cli"]),
+        ("slotwatch.report", ["slotwatch.poll", "slotwatch.drop", "psycopg", "httpx"]),
+    ],
+)
+def test_each_part_imports_only_what_the_map_allows(part: str, forbidden: list[str]) -> None:
+    assert any(_in(m, part) for m in MODULES), f"{part} is not in the package"
+    assert _offenders(part, forbidden) == []
+
+
+def test_nothing_in_the_package_imports_the_stand_ins() -> None:
+    assert [m for m, names in MODULES.items() if any(_in(n, "sandbox") for n in names)] == []
+
+
+def test_the_package_docstring_names_every_part() -> None:
+    doc = (PACKAGE / "__init__.py").read_text(encoding="utf-8")
+    parts = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+    assert parts, "no subpackages found"
+    for part in parts:
+        assert f"{part}/" in doc, f"the map in slotwatch/__init__.py does not draw {part}/"
