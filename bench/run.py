@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import prometheus_client
-from peers import STATEMENTS_PER_POLL, LabelledGauges, NaiveExporter
 from prometheus_client import generate_latest
 from psycopg import sql
 from pydantic import SecretStr
 
+from bench.peers import STATEMENTS_PER_POLL, LabelledGauges, NaiveExporter
 from sandbox import Cluster, Consumer, create_slot, get_install, powersync_slot_name
 from slotwatch import __version__
 from slotwatch.judge.classify import classify, observe
@@ -423,7 +423,7 @@ def _scrape(count: int, repeats: int) -> Figure:
     mine, theirs = interleaved(
         lambda: generate_latest(registry), lambda: generate_latest(peer.registry), loops, repeats
     )
-    update = per_call(lambda: peer.update(list(SlotwatchCollector(store).collect())), loops)
+    update = per_call(lambda: peer.update(list(SlotwatchCollector(store.store).collect())), loops)
     return Figure(
         f"scrape, {count} slot{'s' if count > 1 else ''}",
         "us",
@@ -510,7 +510,8 @@ def poll_bytes(count: int) -> int:
 def bench_memory(size: Size) -> list[Figure]:
     argv = [
         sys.executable,
-        __file__,
+        "-m",
+        "bench.run",
         "--memory-child",
         str(size.memory_polls),
         str(size.memory_early),

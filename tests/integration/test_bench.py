@@ -37,7 +37,7 @@ pytestmark = pytest.mark.timeout(240)
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
     output = tmp_path_factory.mktemp("bench") / "results.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--output", str(output)],
+        [sys.executable, "-m", "bench.run", "--quick", "--output", str(output)],
         capture_output=True,
         text=True,
         timeout=200,

@@ -1,0 +1,1 @@
+"""Benchmarks, run from the checkout: `.venv/bin/python -m bench.run`."""
