@@ -12,7 +12,7 @@ it attaches, and it retries ~30 s after an error. :class:`Replicator` runs
 - ``rows_per_second``: how fast it applies rows; a large transaction is confirmed only once
   applied, with the walsender waiting on the socket meanwhile (:meth:`set_rate`);
 - ``confirming=False`` with ``session_seconds`` and ``reconnect_after``: a crash loop that
-  attaches, reads, never confirms, leaves and comes back (:meth:`set_confirming` ends it);
+  attaches, reads, never confirms, leaves and comes back (:meth:`recover` ends it);
 - :meth:`freeze`: it stops reading and replying with its connection open, like a wedged process;
 - :meth:`detach` / :meth:`attach`: an outage of the consumer while the slot stays.
 
@@ -233,6 +233,11 @@ class Replicator(ChildProcess):
     def set_confirming(self, value: bool) -> None:
         """Whether it sends status replies at all (False: reads, never confirms)."""
         self._command({"cmd": "confirming", "value": value})
+
+    def recover(self) -> None:
+        """End a crash loop: confirm again and stay attached (takes effect in this session)."""
+        self._command({"cmd": "session", "value": None})
+        self._command({"cmd": "confirming", "value": True})
 
     def set_rate(self, rows_per_second: float | None) -> None:
         """How fast rows are applied from now on; None applies them as fast as they come."""

@@ -23,8 +23,9 @@ that asks for a reply, which a server with ``wal_sender_timeout = 0`` never send
 ``reconnect_after`` seconds later: with ``confirming`` false, a crash loop.
 
 Commands (stdin): ``freeze`` (stop reading and replying, connection kept: a wedged process),
-``thaw``, ``confirming`` (``value``), ``rate`` (``value``), ``detach`` (drop the connection;
-re-attach after ``for`` seconds, or only on ``attach`` when ``for`` is null), ``attach``, ``stop``.
+``thaw``, ``confirming``, ``rate``, ``session`` (each with a ``value``), ``detach`` (drop the
+connection; re-attach after ``for`` seconds, or only on ``attach`` when ``for`` is null),
+``attach``, ``stop``.
 Reports (stdout): ``attached`` (``pid`` of the walsender), ``status`` (a reply was sent;
 ``applied``, the commit end it carries, 0 before the first), ``detached``
 (``reason``), ``progress`` (cumulative ``rows``, ``bytes``, ``transactions``, ``chunks``), each
@@ -118,6 +119,8 @@ class Client:
             self.confirming = bool(cmd["value"])
         elif name == "rate":
             self.rows_per_second = cmd["value"]
+        elif name == "session":
+            self.session_seconds = cmd["value"]
         elif name == "attach":
             self.attach_requested = True
         elif name == "detach":

@@ -121,11 +121,12 @@ def consumer_factory() -> Iterator[Callable[..., Consumer]]:
 
 @pytest.fixture
 def replicator_factory() -> Iterator[Callable[..., Replicator]]:
-    """``replicator_factory(cluster, slot_name=None, *, sync_rules_id=1, create=True, start=True,
-    **Replicator kwargs) -> Replicator``: a stream client that confirms like PowerSync.
+    """``replicator_factory(cluster, slot_name=None, *, sync_rules_id=1, create=True, drop=None,
+    start=True, **Replicator kwargs) -> Replicator``: a stream client that confirms like PowerSync.
 
     As ``consumer_factory``: a fresh PowerSync-style slot name unless one is given; at teardown
-    every client is stopped and every slot the factory created is dropped.
+    every client is stopped and every slot the factory created (or was told to ``drop``: one
+    the test creates itself later) is dropped.
     """
     made: list[tuple[Replicator, bool]] = []
 
@@ -135,6 +136,7 @@ def replicator_factory() -> Iterator[Callable[..., Replicator]]:
         *,
         sync_rules_id: int = 1,
         create: bool = True,
+        drop: bool | None = None,
         start: bool = True,
         **kwargs: Any,
     ) -> Replicator:
@@ -142,15 +144,15 @@ def replicator_factory() -> Iterator[Callable[..., Replicator]]:
         if create:
             create_slot(cluster, name)
         replicator = Replicator(cluster, name, **kwargs)
-        made.append((replicator, create))
+        made.append((replicator, create if drop is None else drop))
         if start:
             replicator.start()
         return replicator
 
     yield make
-    for replicator, created in made:
+    for replicator, drop_slot in made:
         replicator.destroy()
-        if created and replicator.cluster.running:
+        if drop_slot and replicator.cluster.running:
             _drop_slot(replicator.cluster, replicator.slot_name)
 
 

@@ -186,8 +186,8 @@ def test_crash_loop_attaches_and_leaves_without_ever_confirming(
     # It read what it was sent all along: only the confirm is missing.
     assert replicator.progress.rows > 0
 
-    # The loop ends when the consumer confirms again: on its next attach.
-    replicator.set_confirming(True)
+    # The loop ends when the consumer stays and confirms again.
+    replicator.recover()
     head = source.write(rows=1)
     wait_until(lambda: confirmed(source, slot) >= head, 10, message="confirm after the loop")
 
