@@ -70,6 +70,7 @@ def fetch(url: str, *, timeout: float, max_bytes: int, accept: str | None = None
             network_backend=_DeadlineBackend(clock),
         ) as pool:
             for _ in range(MAX_REDIRECTS + 1):
+                status = None  # a hop that times out has no status, whatever the last one said
                 request_url = str(target.copy_with(username=None, password=None, fragment=None))
                 with pool.stream("GET", request_url, headers=headers) as response:
                     status = response.status
