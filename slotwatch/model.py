@@ -110,6 +110,42 @@ class ProbeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumerReading:
+    """One GET of the consumer's own Prometheus endpoint (PowerSync's telemetry port), parsed.
+
+    Counter values are summed over their series; None when the endpoint did not carry them.
+    """
+
+    url: str
+    checked_at: float
+    up: bool
+    duration: float
+    rows: float | None = None  # powersync_rows_replicated_total
+    data_bytes: float | None = None  # powersync_data_replicated_bytes_total
+    transactions: float | None = None  # powersync_transactions_replicated_total
+    chunks: float | None = None  # powersync_chunks_replicated_total
+    lag_seconds: float | None = None  # powersync_replication_lag_seconds
+    error: str | None = None  # one line when down
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerAccount:
+    """The consumer's own account so far: its latest reading and when it last applied rows.
+
+    `progress_at` is the reading at which the applied-rows counter was first seen at its present
+    value (the first successful reading, before any rise): seconds since then are measured from
+    below, like slotwatch's other clocks. `rising` says it rose between the last two readings.
+    """
+
+    reading: ConsumerReading
+    progress_at: float | None = None  # None until a reading carried the counter
+    rising: bool = False
+    last_rows: float | None = None  # the counter at the last successful reading
+    rose_by: float = 0.0  # how much it rose between the last two readings
+    rose_over: float = 0.0  # over how many seconds
+
+
+@dataclass(frozen=True, slots=True)
 class Thresholds:
     """The knobs of SPEC §2, in seconds and bytes."""
 
@@ -136,6 +172,26 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """The walsender holding a slot, as slotwatch first saw it."""
+
+    pid: int | None
+    since: float  # the first poll that saw this walsender hold the slot
+    seen_attaching: bool  # False for one already there when slotwatch first looked
+    after_inactive: float = 0.0  # seconds the slot was without a walsender before it (0: a switch)
+
+
+@dataclass(frozen=True, slots=True)
+class Tries:
+    """Walsenders that attached since confirmed_flush_lsn last moved, and how they fared."""
+
+    count: int = 0  # attaches seen since the position last moved (the current one included)
+    failed: int = 0  # of those, how many left again without the position moving
+    first_at: float | None = None  # the poll that saw the first of them
+    longest_failed_hold: float = 0.0  # seconds the longest-held of the failed ones held the slot
+
+
+@dataclass(frozen=True, slots=True)
 class SlotTrack:
     """What slotwatch remembers about a slot between polls (pure state, advanced per poll)."""
 
@@ -144,6 +200,10 @@ class SlotTrack:
     stall_since: float | None  # since when confirmed_flush has not moved with WAL waiting
     inactive_since: float | None  # local observation, used when the server cannot tell us
     samples: tuple[Sample, ...] = field(default_factory=tuple)
+    confirmed_since: float | None = None  # first poll that saw confirmed_flush_lsn where it is
+    walsender: Attachment | None = None  # who held the slot at the last poll
+    tries: Tries = field(default_factory=Tries)
+    inactive_seconds: float = 0.0  # how long the slot had been without a walsender, last poll
 
 
 @dataclass(frozen=True, slots=True)

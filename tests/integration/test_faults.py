@@ -1,0 +1,162 @@
+"""The fault suite: hostile servers, broken inputs and a daemon under them (issue 12, items 1-10).
+
+Each story names the item it keeps fixed. Servers are real, on loopback; the daemon is the real
+`slotwatch run`; where a database is involved, it is a real PostgreSQL 15 and 18.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from slotwatch_proc import SlotwatchProcess, free_port
+
+from sandbox.liveness import LivenessServer
+from sandbox.waiting import wait_until
+from slotwatch.poll.fetch import fetch
+from slotwatch.poll.probe import Prober
+
+TIMEOUT = 1.0
+# The verdict comes at the deadline; the slack is the scheduler's, not slotwatch's speed.
+SLACK = 1.0
+
+# --- the liveness probe against every way an endpoint can misbehave (items 1 and 2) ---------
+
+# (mode, status code seen or None, part of the error)
+MISBEHAVIOURS = [
+    ("reset", None, "connection broken"),
+    ("chunked", 200, "body larger than"),
+    ("header_drip", None, "timed out"),
+    ("body_drip", 200, "timed out"),
+    ("redirect_loop", 302, "more than 3 redirects"),
+    ("slow_redirect", None, "timed out"),
+    ("gzip_bomb", 200, "compressed reply refused"),
+    ("double_gzip_bomb", 200, "compressed reply refused"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "error"), MISBEHAVIOURS, ids=[m[0] for m in MISBEHAVIOURS]
+)
+def test_misbehaving_endpoint_is_down_within_the_timeout(
+    liveness_server: Callable[..., LivenessServer], mode: str, code: int | None, error: str
+) -> None:
+    server = liveness_server(mode)
+    # A drip of a byte every 0.2 s never trips a per-read timeout of 1 s: only a deadline ends it.
+    server.drip = 0.2 if mode != "slow_redirect" else 0.6
+    began = time.monotonic()
+    result = Prober(server.url, TIMEOUT).probe()
+    elapsed = time.monotonic() - began
+    assert not result.up, result
+    assert result.status_code == code, result
+    assert result.error is not None
+    assert error in result.error, result.error
+    assert elapsed < TIMEOUT + SLACK, f"{mode}: verdict after {elapsed:.1f}s"
+
+
+def test_fetch_never_decompresses_and_keeps_the_raw_cap(
+    liveness_server: Callable[..., LivenessServer],
+) -> None:
+    """Item 1 at the fetch level: the bomb is refused on its headers, its body never read."""
+    server = liveness_server("double_gzip_bomb")
+    got = fetch(server.url, timeout=TIMEOUT, max_bytes=64 * 1024)
+    assert got.error is not None
+    assert "compressed" in got.error
+    assert got.body == b""
+    assert not got.ok
+    ok = liveness_server("ok")
+    fine = fetch(ok.url, timeout=TIMEOUT, max_bytes=64 * 1024, accept="application/json")
+    assert fine.ok, fine
+    assert b"touched_at" in fine.body
+    assert fine.content_type is not None
+    assert fine.content_type.startswith("application/json")
+    small = fetch(ok.url, timeout=TIMEOUT, max_bytes=10)
+    assert small.error == "body larger than 10 bytes"
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def _daemon_settings(server: LivenessServer, **more: str) -> dict[str, str]:
+    return {
+        # No database: the probe runs on its own schedule whatever the poll says.
+        "SLOTWATCH_DSN": f"host=127.0.0.1 port={free_port()} user=x dbname=x",
+        "SLOTWATCH_LIVENESS_URL": server.url,
+        "SLOTWATCH_POLL_INTERVAL": "1s",
+        **more,
+    }
+
+
+def _liveness(daemon: SlotwatchProcess) -> tuple[float | None, float | None]:
+    m = daemon.metrics()
+    labels = {"target": "default", "probe": "powersync"}
+    return (
+        m.value("slotwatch_liveness_up", **labels),
+        m.value("slotwatch_liveness_last_success_timestamp_seconds", **labels),
+    )
+
+
+def test_double_gzip_bomb_costs_the_daemon_under_20_mb(
+    liveness_server: Callable[..., LivenessServer], tmp_path: Path
+) -> None:
+    """Item 1: `Content-Encoding: gzip, gzip` took the daemon from 60 MB to 1.9 GB."""
+    server = liveness_server("ok")
+    settings = _daemon_settings(
+        server, SLOTWATCH_PROBE_INTERVAL="0.2s", SLOTWATCH_PROBE_TIMEOUT="2s"
+    )
+    with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon:
+        wait_until(lambda: _liveness(daemon)[0] == 1.0, 10, message="probe up first")
+        before = _peak_rss_kib(daemon.proc.pid)
+        for mode in ("double_gzip_bomb", "gzip_bomb"):
+            hits = server.hits
+            server.set_mode(mode)
+            wait_until(lambda: _liveness(daemon)[0] == 0.0, 10, message=f"{mode}: probe down")
+            # Several probes of the bomb, so a cost per probe would add up.
+            wait_until(lambda hits=hits: server.hits >= hits + 5, 10, message=f"{mode} probed")
+            error = daemon.status()["targets"][0]["liveness"]["error"]
+            assert "compressed reply refused" in error
+            server.set_mode("ok")
+            wait_until(lambda: _liveness(daemon)[0] == 1.0, 10, message="probe up again")
+        grown_mib = (_peak_rss_kib(daemon.proc.pid) - before) / 1024
+        assert grown_mib < 20, f"peak RSS grew {grown_mib:.1f} MiB under the gzip bombs"
+
+
+def test_header_drip_reads_down_in_time_and_sigterm_still_ends_the_daemon(
+    liveness_server: Callable[..., LivenessServer], tmp_path: Path
+) -> None:
+    """Item 2: a server that drips its headers a byte a second hung the probe forever: the up
+    series stayed a stale 1 and SIGTERM no longer ended the process."""
+    probe_timeout, probe_interval = 2.0, 1.0
+    server = liveness_server("ok")
+    settings = _daemon_settings(
+        server,
+        SLOTWATCH_PROBE_INTERVAL=f"{probe_interval}s",
+        SLOTWATCH_PROBE_TIMEOUT=f"{probe_timeout}s",
+    )
+    with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon:
+        wait_until(lambda: _liveness(daemon)[0] == 1.0, 10, message="probe up first")
+        server.drip = 0.5  # faster than the per-read timeout: only a deadline ends the probe
+        server.set_mode("header_drip")
+        switched = time.monotonic()
+        wait_until(
+            lambda: _liveness(daemon)[0] == 0.0,
+            probe_timeout + probe_interval + SLACK,
+            interval=0.05,
+            message="liveness_up 0 within the probe timeout plus one interval",
+        )
+        detected = time.monotonic() - switched
+        assert detected <= probe_timeout + probe_interval + SLACK
+        # /healthz keeps its promise while the endpoint drips: the scheduler is not stuck.
+        assert daemon.get("/healthz").status_code == 200
+        # SIGTERM in the middle of a dripping probe.
+        hits = server.hits
+        wait_until(lambda: server.hits > hits, 5, interval=0.02, message="a probe in flight")
+        code, elapsed = daemon.elapsed_stop()
+    assert code == 0
+    assert elapsed < probe_timeout + 2, f"SIGTERM took {elapsed:.1f}s"
