@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     slot_pattern: str | None = None
     liveness_url: str | None = None
     probe_name: str | None = None
+    consumer_metrics_url: str | None = None
     consumer_app: str | None = None
     # Kept as given and parsed per target (TargetEntry), so a TOML float or `inf` reaches the
     # unit parser's message and a TOML `true` is refused rather than coerced to 1.
@@ -205,6 +206,7 @@ def _resolve_target(values: dict[str, Any], where: str) -> Target:
         liveness_url=entry.liveness_url or None,
         probe_name=entry.probe_name,
         consumer_app=entry.consumer_app,
+        consumer_metrics_url=entry.consumer_metrics_url,
         thresholds=Thresholds(
             stall_after=entry.stall_after,
             inactive_after=entry.inactive_after,
@@ -289,6 +291,7 @@ def redacted_view(settings: Settings, targets: tuple[Target, ...]) -> dict[str, 
             "slot_pattern": t.slot_pattern,
             "liveness_url": t.liveness_url,
             "probe_name": t.probe_name,
+            "consumer_metrics_url": t.consumer_metrics_url,
             "consumer_app": t.consumer_app,
             "stall_after": t.thresholds.stall_after,
             "inactive_after": t.thresholds.inactive_after,

@@ -39,6 +39,7 @@ TARGET_KEYS = (
     "slot_pattern",
     "liveness_url",
     "probe_name",
+    "consumer_metrics_url",
     "consumer_app",
     "stall_after",
     "inactive_after",
@@ -60,6 +61,7 @@ class _Thresholds(BaseModel):
     slot_pattern: str = "powersync_selfhost%"
     liveness_url: str = "http://127.0.0.1:8080/probes/liveness"
     probe_name: str = "powersync"
+    consumer_metrics_url: Annotated[str | None, EmptyIsUnset] = None
     consumer_app: str = "powersync/%"
     stall_after: Duration = 300.0
     inactive_after: Duration = 120.0
@@ -89,6 +91,23 @@ class _Thresholds(BaseModel):
             raise ValueError("must be an http:// or https:// URL, or empty to disable") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("must be an http:// or https:// URL, or empty to disable")
+        return value
+
+    @field_validator("consumer_metrics_url")
+    @classmethod
+    def _metrics_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        unusable = "must be an http:// or https:// URL, or empty to leave it off"
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError):
+            raise ValueError(unusable) from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(unusable)
+        if url.userinfo:
+            # PowerSync's metrics port has no authentication, and the URL is shown on /status.
+            raise ValueError("must not carry credentials (user:password@)")
         return value
 
     @field_validator("probe_name", "consumer_app")
@@ -128,3 +147,4 @@ class Target:
     probe_name: str
     consumer_app: str
     thresholds: Thresholds
+    consumer_metrics_url: str | None = None  # the consumer's own Prometheus endpoint, if read

@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from slotwatch.model import (
     POLL_ERROR_REASONS,
+    ConsumerAccount,
     Judgement,
     PollResult,
     ProbeResult,
@@ -46,6 +47,8 @@ class TargetView:
     probe: ProbeResult | None = None
     probe_last_success: float | None = None
     probe_enabled: bool = True
+    consumer: ConsumerAccount | None = None  # the consumer's own account, when its metrics are read
+    consumer_enabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,10 @@ class Store:
             view = self._views[target]
             last_success = result.checked_at if result.up else view.probe_last_success
             self._publish(replace(view, probe=result, probe_last_success=last_success))
+
+    def record_consumer(self, target: str, account: ConsumerAccount) -> None:
+        with self._lock:
+            self._publish(replace(self._views[target], consumer=account))
 
     def record_skipped_poll(self, target: str) -> None:
         with self._lock:
