@@ -246,9 +246,7 @@ def test_metrics_endpoint_serves_the_clients_counters_as_powersync_names_them(
     server.follow(replicator)
     server.lag_seconds = 0.0
     source.write(rows=30)
-    wait_until(
-        lambda: scrape(server)["powersync_rows_replicated_total"] >= 30, 10, message="rows"
-    )
+    wait_until(lambda: scrape(server)["powersync_rows_replicated_total"] >= 30, 10, message="rows")
     served = scrape(server)
     assert served["powersync_transactions_replicated_total"] >= 1
     assert served["powersync_data_replicated_bytes_total"] > 0
