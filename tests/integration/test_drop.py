@@ -434,6 +434,7 @@ def test_a_stopped_walsender_is_signalled_once_and_the_drop_backs_off(
     assert record["outcome"] == "deadline"
     assert record["terminated_pids"] == [walsender]
     # Backing off to 100 ms: about 10 attempts a second over the 5 s deadline, not thousands.
+    print(f"\n[pg{pg.install.major}] stopped walsender: {record['drop_attempts']} drop attempts")
     assert 5 <= record["drop_attempts"] <= 80, record["drop_attempts"]
     # The walsender dies once it runs again: the SIGTERM was delivered.
     wait_until(lambda: not pg.slot(stuck.slot_name)["active"], 15, message="slot released")  # type: ignore[index]
