@@ -315,7 +315,12 @@ def classify(
         if busy is not None:
             return verdict(
                 SlotState.LAGGING,
-                [busy, f"{stalled} (a large transaction being applied, not a wedge)", *notes],
+                [
+                    busy,
+                    f"{stalled}: it is busy with it (one large transaction, or a catch-up), "
+                    "not a wedge",
+                    *notes,
+                ],
             )
         return verdict(
             SlotState.WEDGED,
@@ -432,10 +437,12 @@ def _busy(consumer: ConsumerEvidence | None) -> str | None:
     account = consumer.account
     if not account.reading.up or not account.rising:
         return None
+    over = account.rose_over
+    # Readings a probe interval apart: under 10 s the whole seconds of format_duration say 0s.
+    span = format_duration(over) if over >= 10 else f"{over:.1f}s"
     return (
         f"the consumer is applying changes: its powersync_rows_replicated_total rose by "
-        f"{account.rose_by:.0f} in the last {format_duration(account.rose_over)} "
-        "(its own metrics)"
+        f"{account.rose_by:.0f} in the last {span} (its own metrics)"
     )
 
 
