@@ -178,7 +178,9 @@ class Attachment:
     pid: int | None
     since: float  # the first poll that saw this walsender hold the slot
     seen_attaching: bool  # False for one already there when slotwatch first looked
-    after_inactive: float = 0.0  # seconds the slot was without a walsender before it (0: a switch)
+    # Seconds the slot had been without a walsender when it came (as the last poll saw it);
+    # None when it took over from another walsender between two polls.
+    after_inactive: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

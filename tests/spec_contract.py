@@ -50,9 +50,14 @@ LIVENESS_METRICS = frozenset(
         "slotwatch_liveness_touched_age_seconds",
     }
 )
+CONSUMER_METRICS = frozenset(
+    {"slotwatch_consumer_up", "slotwatch_consumer_progress_age_seconds"}
+)
 PROCESS_METRICS = frozenset({"slotwatch_build_info"})
 
-METRIC_NAMES = PER_TARGET_METRICS | PER_SLOT_METRICS | LIVENESS_METRICS | PROCESS_METRICS
+METRIC_NAMES = (
+    PER_TARGET_METRICS | PER_SLOT_METRICS | LIVENESS_METRICS | CONSUMER_METRICS | PROCESS_METRICS
+)
 
 # What the scraper adds to every target; the rules and the dashboard may use it too.
 SCRAPE_METRICS = frozenset({"up"})

@@ -136,7 +136,7 @@ def _attachment(
         # It left (or was replaced) with the position stuck: how long it held the slot without
         # confirming, from its first poll (or the last move) to the last poll that saw it. One
         # that never moved the position while it held the slot is a failed attempt.
-        held = max(0.0, at - _gap(prev, at) - max(before.since, confirmed_since))
+        held = max(0.0, _last_seen(prev) - max(before.since, confirmed_since))
         tries = replace(
             tries,
             failed=tries.failed + (1 if confirmed_since <= before.since else 0),
@@ -165,15 +165,19 @@ def _attachment(
         row.active_pid,
         at,
         seen_attaching=True,
-        after_inactive=prev.inactive_seconds if before is None else 0.0,
+        after_inactive=prev.inactive_seconds if before is None else None,
     )
     first_at = tries.first_at if tries.first_at is not None else at
     return attached, replace(tries, count=tries.count + 1, first_at=first_at)
 
 
+def _last_seen(prev: SlotTrack) -> float:
+    """When the previous poll was taken."""
+    return prev.samples[-1].at if prev.samples else prev.first_seen
+
+
 def _gap(prev: SlotTrack, at: float) -> float:
-    last_seen = prev.samples[-1].at if prev.samples else prev.first_seen
-    return max(0.0, at - last_seen)
+    return max(0.0, at - _last_seen(prev))
 
 
 def _stall_since(
@@ -311,7 +315,12 @@ def classify(
         if busy is not None:
             return verdict(
                 SlotState.LAGGING,
-                [busy, f"{stalled} (a large transaction being applied, not a wedge)", *notes],
+                [
+                    busy,
+                    f"{stalled}: it is busy with it (one large transaction, or a catch-up), "
+                    "not a wedge",
+                    *notes,
+                ],
             )
         return verdict(
             SlotState.WEDGED,
@@ -409,7 +418,7 @@ def _grace_notes(track: SlotTrack, now: float, th: Thresholds) -> list[str]:
     age = now - walsender.since
     if _held(walsender, track, now) >= grace:
         return []
-    if walsender.after_inactive > 0:
+    if walsender.after_inactive is not None:
         came = (
             f"re-attached {format_duration(age)} ago after "
             f"{format_duration(walsender.after_inactive)} without a walsender"
@@ -428,10 +437,12 @@ def _busy(consumer: ConsumerEvidence | None) -> str | None:
     account = consumer.account
     if not account.reading.up or not account.rising:
         return None
+    over = account.rose_over
+    # Readings a probe interval apart: under 10 s the whole seconds of format_duration say 0s.
+    span = format_duration(over) if over >= 10 else f"{over:.1f}s"
     return (
         f"the consumer is applying changes: its powersync_rows_replicated_total rose by "
-        f"{account.rose_by:.0f} in the last {format_duration(account.rose_over)} "
-        "(its own metrics)"
+        f"{account.rose_by:.0f} in the last {span} (its own metrics)"
     )
 
 
