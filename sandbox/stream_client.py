@@ -239,6 +239,9 @@ class Stream:
             (self.applied,) = struct.unpack_from(">Q", payload, 10)
             self.in_txn = False
             counters["transactions"] += 1
+            # Reported before the commit can be confirmed: a reader who sees the confirm on the
+            # server sees every row of it counted.
+            self.client.progress(force=True)
         elif kind == b"M" and not self.in_txn:
             # A non-transactional message (PowerSync's own heartbeat) is applied at once.
             self.applied = msg.data_start

@@ -152,7 +152,11 @@ def test_large_transaction_is_confirmed_only_once_applied(
     applied = [count for _, count in samples]
     assert applied == sorted(applied)
     assert applied[-1] - applied[0] >= rate, applied
-    assert replicator.progress.rows - rows_before == rows
+    wait_until(
+        lambda: replicator.progress.rows - rows_before == rows,
+        5,
+        message=f"{rows} rows counted",
+    )
 
 
 def test_crash_loop_attaches_and_leaves_without_ever_confirming(
