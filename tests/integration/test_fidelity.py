@@ -366,14 +366,20 @@ def test_reattach_after_a_snapshot_longer_than_the_stall_window_reads_healthy(
 # --- (b) crash loop ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "hold",
+    [1.0, GRACE + 1.0],
+    ids=["leaves-within-the-grace", "holds-past-the-grace"],
+)
 def test_crash_loop_reads_wedged_and_stays_wedged_until_the_consumer_confirms(
-    stage: Stage,
+    stage: Stage, hold: float
 ) -> None:
-    # PowerSync fails after attaching, before its first confirm, and retries: attached 1 s,
-    # away 0.5 s, again and again, never moving confirmed_flush_lsn.
+    # PowerSync fails after attaching, before its first confirm, and retries: attached for
+    # `hold` (shorter or longer than the grace a new walsender gets), away 0.5 s, again and
+    # again, never moving confirmed_flush_lsn.
     source, slot = stage.source, stage.slot
     replicator = stage.replicator(
-        create=False, drop=True, start=False, confirming=False, session_seconds=1.0
+        create=False, drop=True, start=False, confirming=False, session_seconds=hold
     )
     sw, timeline = stage.watch()
     timeline.wait_polls(1, after=0)
@@ -385,10 +391,10 @@ def test_crash_loop_reads_wedged_and_stays_wedged_until_the_consumer_confirms(
         replicator.start()
         began = replicator.events("attached")[0].at
         wedged = timeline.wait_for("wedged", after=began, timeout=STALL + GRACE + 2 * POLL + 10)
-        said = reasons(sw, slot)
         # Hold it through several attach/detach cycles.
         cycles = len(replicator.events("detached"))
-        wait_until(lambda: len(replicator.events("detached")) >= cycles + 4, 20)
+        wait_until(lambda: len(replicator.events("detached")) >= cycles + 3, 8 * (hold + RETRY))
+        said = reasons(sw, slot)  # by now, about the loop rather than one walsender
         recovered_at = time.monotonic()
         replicator.recover()
         healthy = timeline.wait_for(
@@ -400,17 +406,19 @@ def test_crash_loop_reads_wedged_and_stays_wedged_until_the_consumer_confirms(
     latency = wedged.at - began
     held = timeline.states(wedged.at, recovered_at)
     detaches = [e for e in replicator.events("detached") if wedged.at <= e.at < recovered_at]
-    stage.measure("crash loop: wedged after the loop began", latency)
-    stage.measure("crash loop: healthy after the consumer recovered", healthy.at - recovered_at)
-    stage.tell("crash loop story", timeline.states(created))
+    stage.measure(f"crash loop, {hold:g}s attached: wedged after the loop began", latency)
+    stage.measure(
+        f"crash loop, {hold:g}s attached: healthy after it recovered", healthy.at - recovered_at
+    )
+    stage.tell(f"crash loop, {hold:g}s attached: story", timeline.states(created))
     print(f"[{stage.install}] {len(detaches)} detaches over {len(held)} polls read wedged")
     assert latency <= STALL + GRACE + 2 * POLL + SLACK, f"wedged only after {latency:.2f}s"
-    assert len(detaches) >= 3, replicator.log()
+    assert len(detaches) >= 2, replicator.log()
     assert set(held) == {"wedged"}, held
     before = timeline.states(created, wedged.at)
     assert set(before) <= {"healthy"}, before
     assert story(timeline.states(created)) == ["healthy", "wedged", "healthy"]
-    assert any("re-attached" in reason for reason in said), said
+    assert any("re-attached" in r or "earlier walsender" in r for r in said), said
 
 
 # --- (c) one large transaction, applied slowly ------------------------------------------------
