@@ -57,8 +57,14 @@ ALERT_LABELS: dict[str, frozenset[str]] = {
     "ForeignSlotFillingBudget": frozenset({"target", "slot"}),
 }
 
+# Alerts the contract names whose rules are being written beside this list: remove a name when
+# its rule ships (the rules test fails until you do, as it does for any other missing alert).
+NOT_YET_SHIPPED_ALERTS = frozenset({"ForeignSlotRetainingWAL", "ForeignSlotFillingBudget"})
+
 # docs/contract.md §7: alert -> (severity, the labels it must carry besides severity).
+CONTRACT_ALERTS = contract_alerts()
 ALERTS: dict[str, tuple[str, frozenset[str]]] = {
     name: (severity, ALERT_LABELS.get(name, frozenset()))
-    for name, severity in contract_alerts().items()
+    for name, severity in CONTRACT_ALERTS.items()
+    if name not in NOT_YET_SHIPPED_ALERTS
 }
