@@ -14,7 +14,7 @@ INF = float("inf")
 
 
 class SlotState(StrEnum):
-    """SPEC §2, in order of precedence: the first that applies wins."""
+    """docs/contract.md §2, in order of precedence: the first that applies wins."""
 
     LOST = "lost"
     AT_RISK = "at_risk"
@@ -147,7 +147,7 @@ class ConsumerAccount:
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """The knobs of SPEC §2, in seconds and bytes."""
+    """The knobs of docs/contract.md §2, in seconds and bytes."""
 
     stall_after: float = 300.0
     inactive_after: float = 120.0

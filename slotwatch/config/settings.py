@@ -1,7 +1,7 @@
 """Settings: the SLOTWATCH_* model, its sources in order, and the targets it resolves to.
 
 Precedence, highest first: environment variables, then the TOML file, then the defaults of
-SPEC §6. Per-target keys (dsn, slot_pattern, thresholds, ...) may be set at the top level, where
+docs/contract.md §6. Per-target keys (dsn, slot_pattern, ...) may be set at the top level, where
 they apply to every target, or inside a `[[targets]]` entry. A target's identity (its DSN and
 name) cannot come from the environment when the file lists targets: that would be ambiguous.
 Reading the file lives in configfile.py, secrets in credentials.py, error names in settingnames.py.

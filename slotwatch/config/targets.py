@@ -21,7 +21,7 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 def _empty_is_unset(value: object) -> object:
-    # An empty variable from a unit file or a template means the SPEC default: unset. For a path
+    # An empty variable from a unit file or a template means the default: unset. For a path
     # it must not become Path("") == ".".
     return None if value == "" else value
 
