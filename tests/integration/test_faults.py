@@ -6,15 +6,22 @@ Each story names the item it keeps fixed. Servers are real, on loopback; the dae
 
 from __future__ import annotations
 
+import gc
+import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from slotwatch_proc import SlotwatchProcess, free_port
+from pydantic import SecretStr
+from slotwatch_proc import SlotwatchProcess, free_port, run_cli
 
+from sandbox.cluster import Cluster
 from sandbox.liveness import LivenessServer
 from sandbox.waiting import wait_until
+from slotwatch.poll.db import TargetConnection
 from slotwatch.poll.fetch import fetch
 from slotwatch.poll.probe import Prober
 
@@ -160,3 +167,118 @@ def test_header_drip_reads_down_in_time_and_sigterm_still_ends_the_daemon(
         code, elapsed = daemon.elapsed_stop()
     assert code == 0
     assert elapsed < probe_timeout + 2, f"SIGTERM took {elapsed:.1f}s"
+
+
+# --- the database: reasons and connections (items 7 and 8), PostgreSQL 15 and 18 -------------
+
+
+def _sessions(cluster: Cluster) -> int:
+    return int(
+        cluster.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'slotwatch'")
+    )
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_pg_hba_reject_is_auth_77_without_blaming_the_password(cluster: Cluster) -> None:
+    """Item 7: a `reject` line in pg_hba.conf read as connect/69, sending the operator to the
+    network; it is the server refusing this role, so auth and 77, and the password is not it."""
+    cluster.execute("DROP ROLE IF EXISTS hba_rejected")
+    cluster.execute("CREATE ROLE hba_rejected LOGIN")
+    hba = cluster.datadir / "pg_hba.conf"
+    original = hba.read_text()
+    hba.write_text("host all hba_rejected 127.0.0.1/32 reject\n" + original)
+    cluster.execute("SELECT pg_reload_conf()")
+    try:
+        env = {"SLOTWATCH_DSN": cluster.dsn(user="hba_rejected"), "SLOTWATCH_LIVENESS_URL": ""}
+        wait_until(lambda: run_cli("status", env=env).returncode != 0, 10, message="reload applied")
+        done = run_cli("status", "--json", env=env)
+    finally:
+        hba.write_text(original)
+        cluster.execute("SELECT pg_reload_conf()")
+        cluster.execute("DROP ROLE hba_rejected")
+    assert done.returncode == 77, done.stderr
+    (target,) = json.loads(done.stdout)["targets"]
+    assert target["error"]["reason"] == "auth", target["error"]
+    line = done.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "pg_hba.conf" in line
+    assert "check the role's password" not in line
+
+
+def test_a_database_that_does_not_exist_is_a_configuration_error(cluster: Cluster) -> None:
+    """Item 7: a missing database read as auth/77 with a hint about the role and password."""
+    env = {"SLOTWATCH_DSN": cluster.dsn(dbname="no_such_db"), "SLOTWATCH_LIVENESS_URL": ""}
+    done = run_cli("status", env=env)
+    assert done.returncode == 78, done.stderr
+    line = done.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "no_such_db" in line
+    assert "dbname" in line
+    assert "password" not in line
+    check = run_cli("check", env=env)
+    assert check.returncode == 3  # a monitoring plugin still answers UNKNOWN
+
+
+def test_timed_out_connects_close_their_sockets_and_leave_no_sessions(cluster: Cluster) -> None:
+    """Item 8: while pg_database is locked every connect times out; psycopg left each half-open
+    connection to the garbage collector, so fds piled up and, once the lock went, the server
+    finished the logins: several slotwatch sessions instead of one."""
+    gc.disable()  # what the collector would hide between polls is exactly what must not exist
+    try:
+        conn = TargetConnection(
+            "t",
+            SecretStr(cluster.dsn()),
+            "powersync_selfhost%",
+            "powersync/%",
+            connect_timeout=1,
+            statement_timeout=1,
+        )
+        assert conn.poll().error is None
+        conn.close()
+        with cluster.connect() as locker:
+            locker.execute("BEGIN")
+            locker.execute("LOCK TABLE pg_database IN ACCESS EXCLUSIVE MODE")
+            before = _open_fds()
+            for _ in range(4):
+                error = conn.poll().error
+                assert error is not None
+                assert error.reason == "timeout", error
+                assert _open_fds() <= before, "a timed-out connect left its socket open"
+            locker.execute("ROLLBACK")
+        assert conn.poll().error is None
+        # The logins nobody waits for any more must not complete into idle sessions.
+        wait_until(lambda: _sessions(cluster) == 1, 5, message="one slotwatch session")
+        conn.close()
+        wait_until(lambda: _sessions(cluster) == 0, 5, message="no slotwatch session")
+    finally:
+        gc.enable()
+
+
+def test_a_black_hole_target_leaves_no_half_open_sockets() -> None:
+    """Item 8: a listener that never answers (a firewall that accepts, a stuck pooler)."""
+    gc.disable()
+    try:
+        with socket.socket() as hole:
+            hole.bind(("127.0.0.1", 0))
+            hole.listen(64)  # never accepted: the kernel completes the handshake, nobody answers
+            port = hole.getsockname()[1]
+            conn = TargetConnection(
+                "hole",
+                SecretStr(f"host=127.0.0.1 port={port} user=x dbname=x"),
+                "powersync_selfhost%",
+                "powersync/%",
+                connect_timeout=1,
+                statement_timeout=1,
+            )
+            before = _open_fds()
+            for _ in range(4):
+                error = conn.poll().error
+                assert error is not None
+                assert error.reason == "timeout", error
+            assert _open_fds() <= before
+            conn.close()
+    finally:
+        gc.enable()
