@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from slotwatch import __version__
 from slotwatch.config.settings import Settings, Target, load_settings, redacted_view, secret_values
+from slotwatch.drop.text import shown
 from slotwatch.drop.verb import run_drop
 from slotwatch.errors import DatabaseUnreachable, SlotwatchError, UsageError
 from slotwatch.logs import REDACTOR, configure, get_logger
@@ -107,7 +108,7 @@ def _select(targets: tuple[Target, ...], name: str | None) -> tuple[Target, ...]
     chosen = tuple(t for t in targets if t.name == name)
     if not chosen:
         known = ", ".join(t.name for t in targets)
-        raise UsageError(f"--target {name}: no such target (configured: {known})")
+        raise UsageError(f"--target {shown(name)}: no such target (configured: {known})")
     return chosen
 
 

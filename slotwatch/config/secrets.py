@@ -93,7 +93,7 @@ def redact_url(url: str) -> str:
     except (httpx.InvalidURL, ValueError, TypeError):
         return REDACTED
     if parsed.password:
-        return str(parsed.copy_with(password=REDACTED))
+        return str(parsed.copy_with(username=parsed.username, password=REDACTED))
     return url
 
 
