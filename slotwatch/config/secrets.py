@@ -63,7 +63,7 @@ def check_dsn(dsn: SecretStr, setting: str) -> None:
     """
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn.get_secret_value())
-    except psycopg.ProgrammingError:
+    except (psycopg.ProgrammingError, UnicodeDecodeError):
         raise ConfigError(
             f"{setting} is not a valid libpq connection string"
             " (postgresql://user@host:5432/db or 'host=... dbname=...')" + _ENCODE_HINT
@@ -79,7 +79,7 @@ def redact_dsn(dsn: str) -> str:
     """The DSN as key=value text with the password replaced; never raises."""
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
+    except (psycopg.ProgrammingError, UnicodeDecodeError):
         return REDACTED
     if "password" in params:
         params["password"] = REDACTED
@@ -121,7 +121,7 @@ def secret_values(targets: tuple[Target, ...]) -> list[str]:
                 password = psycopg.conninfo.conninfo_to_dict(secret.get_secret_value()).get(
                     "password"
                 )
-            except psycopg.ProgrammingError:
+            except (psycopg.ProgrammingError, UnicodeDecodeError):
                 password = None
             if password:
                 found.append(str(password))

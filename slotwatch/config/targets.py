@@ -103,10 +103,12 @@ class _Thresholds(BaseModel):
     @field_validator("slot_pattern", "consumer_app", "probe_name", "liveness_url")
     @classmethod
     def _printable(cls, value: str) -> str:
-        # PostgreSQL text cannot hold a NUL, and a control character would forge lines wherever
-        # the value is echoed: refused here, not at the first poll.
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise ValueError("must not contain control characters (NUL, newline, escape, ...)")
+        # PostgreSQL text cannot hold a NUL, and a control or format character would forge or
+        # hide text wherever the value is echoed: refused here, not at the first poll.
+        if not value.isprintable():
+            raise ValueError(
+                "must be printable text: no control characters (NUL, newline, escape, ...)"
+            )
         return value
 
     @field_validator("slot_pattern")
