@@ -78,6 +78,10 @@ class SlotRow:
 class PollError:
     reason: str  # one of POLL_ERROR_REASONS
     message: str  # one line, secret-free
+    hint: str = ""  # what to change, for a verb's one-line error (not part of the message)
+    # The settings name something the server does not have (a database): fixed in the
+    # configuration (exit 78), not by waiting for the network or a GRANT.
+    misconfigured: bool = False
 
 
 @dataclass(frozen=True, slots=True)
