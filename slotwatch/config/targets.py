@@ -141,6 +141,10 @@ class _Thresholds(BaseModel):
         if value is None:
             return value
         unusable = "must be an http:// or https:// URL, or empty to leave it off"
+        if not value.isprintable():
+            raise ValueError(
+                "must be printable text: no control characters (NUL, newline, escape, ...)"
+            )
         try:
             url = httpx.URL(value)
         except (httpx.InvalidURL, ValueError):

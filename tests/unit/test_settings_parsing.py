@@ -157,6 +157,7 @@ def test_consumer_metrics_url_is_optional_and_empty_means_unset() -> None:
     [
         ("ftp://127.0.0.1/metrics", "http:// or https://"),
         ("not a url", "http:// or https://"),
+        ("http://127.0.0.1:9464/metrics\n", "printable"),
         (f"http://user:{CANARY}@127.0.0.1:9464/metrics", "must not carry credentials"),
     ],
 )
