@@ -14,7 +14,7 @@ INF = float("inf")
 
 
 class SlotState(StrEnum):
-    """SPEC §2, in order of precedence: the first that applies wins."""
+    """docs/contract.md §2, in order of precedence: the first that applies wins."""
 
     LOST = "lost"
     AT_RISK = "at_risk"
@@ -78,6 +78,10 @@ class SlotRow:
 class PollError:
     reason: str  # one of POLL_ERROR_REASONS
     message: str  # one line, secret-free
+    hint: str = ""  # what to change, for a verb's one-line error (not part of the message)
+    # The settings name something the server does not have (a database): fixed in the
+    # configuration (exit 78), not by waiting for the network or a GRANT.
+    misconfigured: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +151,7 @@ class ConsumerAccount:
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """The knobs of SPEC §2, in seconds and bytes."""
+    """The knobs of docs/contract.md §2, in seconds and bytes."""
 
     stall_after: float = 300.0
     inactive_after: float = 120.0

@@ -86,6 +86,8 @@ class Service:
         self._last_attempt: dict[str, float] = {}
         self._started = time.time()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._hangups = 0
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=3 * len(targets) + 1)},
             job_defaults={"coalesce": True, "max_instances": 1},
@@ -217,11 +219,27 @@ class Service:
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: only noted here; the main loop says what it means (see `wait`)."""
+        self._hangups += 1
+        self._wake.set()
 
     def wait(self) -> None:
         # Event.wait with a timeout stays interruptible by signals on every platform.
-        while not self._stop.wait(timeout=1.0):
-            pass
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._hangups:
+                self._hangups = 0
+                # SIGHUP used to kill the daemon silently (Python's default). It reloads
+                # nothing: settings and secrets are read once, at start, and a half-applied
+                # reload would be worse than none. Say so, and keep watching.
+                log.warning(
+                    "SIGHUP received: slotwatch does not reload its settings; "
+                    "restart it to apply a change (it keeps running as it is)"
+                )
 
     def shutdown(self) -> None:
         """Finish the polls in flight, then stop the scheduler, HTTP and connections."""
@@ -236,7 +254,7 @@ class Service:
         log.info("slotwatch stopped")
 
     def run(self) -> None:
-        with _stop_on_signals(self.request_stop):
+        with _stop_on_signals(self.request_stop, self.request_reload):
             self.start()
             try:
                 self.wait()
@@ -262,13 +280,15 @@ def _utc(epoch: float) -> datetime:
 
 
 @contextmanager
-def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGTERM/SIGINT only set a flag; the main loop does the work."""
+def _stop_on_signals(stop: Callable[[], None], hangup: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM/SIGINT and SIGHUP only set a flag; the main loop does the work."""
 
     def handler(signum: int, frame: object) -> None:
-        stop()
+        (hangup if signum == signal.SIGHUP else stop)()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    }
     try:
         yield
     finally:

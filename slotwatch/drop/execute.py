@@ -99,7 +99,7 @@ class AdminConnection:
         """The role the admin DSN names, for the GRANT an error message suggests."""
         try:
             return str(psycopg.conninfo.conninfo_to_dict(self.dsn.get_secret_value())["user"])
-        except (KeyError, psycopg.ProgrammingError):
+        except (KeyError, psycopg.ProgrammingError, UnicodeDecodeError):
             return "<role>"
 
     @contextlib.contextmanager

@@ -16,6 +16,12 @@ NEXT_STEPS = (
 )
 
 
+def shown(text: str, limit: int = 80) -> str:
+    """Operator input as it may be echoed: quoted, control characters escaped, cut at `limit`."""
+    escaped = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit])
+    return f"'{escaped}{'...' if len(text) > limit else ''}'"
+
+
 def checks(verdict: Verdict) -> list[str]:
     """The guard's checks, one line each, failures in capitals."""
     return ["Guard:"] + [

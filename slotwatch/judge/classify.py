@@ -1,4 +1,4 @@
-"""Decide each slot's SPEC §2 state, with reasons and figures, from its rows and its track.
+"""Decide each slot's state (docs/contract.md §2), with reasons and figures, from rows and track.
 
 Pure: `observe` advances a slot's memory by one poll, `classify` reads a verdict from it. The
 caller owns the clock and the storage, and calls both once per poll per slot, in that order.
@@ -218,7 +218,7 @@ def classify(
     wal_rate: float | None = None,
     consumer: ConsumerEvidence | None = None,
 ) -> Assessment:
-    """The slot's state for the latest observed poll: the first SPEC §2 state that applies.
+    """The slot's state for the latest observed poll: the first that applies (docs/contract.md §2).
 
     `polled_once` is for one-shot commands that have no history: they never claim `wedged`, and
     time inactivity only from the server's own `inactive_since`. `wal_rate` is the target's WAL

@@ -13,6 +13,7 @@ import json
 import time
 from datetime import datetime
 
+from slotwatch.config.secrets import redact_url
 from slotwatch.model import ProbeResult
 from slotwatch.poll.fetch import fetch
 
@@ -23,7 +24,8 @@ class Prober:
     """Probes one URL within `timeout` seconds overall; holds no connection between probes."""
 
     def __init__(self, url: str, timeout: float) -> None:
-        self.url = url
+        self.url = redact_url(url)  # what results, /status and the log show
+        self._target = url
         self._timeout = timeout
 
     def close(self) -> None:
@@ -31,7 +33,9 @@ class Prober:
 
     def probe(self) -> ProbeResult:
         checked_at = time.time()
-        got = fetch(self.url, timeout=self._timeout, max_bytes=MAX_BODY, accept="application/json")
+        got = fetch(
+            self._target, timeout=self._timeout, max_bytes=MAX_BODY, accept="application/json"
+        )
         if got.error is not None or got.status_code is None:
             return ProbeResult(
                 self.url,

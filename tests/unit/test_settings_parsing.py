@@ -68,6 +68,7 @@ def test_bad_durations(text: object, message: str) -> None:
         ("1kB", 1000),
         ("16MiB", 16 * MiB),
         ("16 MiB", 16 * MiB),
+        ("16mib", 16 * MiB),  # pydantic ByteSize: units in any case
         ("1.5GiB", 3 * GiB // 2),
         ("4GiB", 4 * GiB),
         ("512MB", 512 * 1000**2),
@@ -84,7 +85,8 @@ def test_sizes(text: object, size: int) -> None:
     [
         ("-5MiB", "negative"),
         (-1, "negative"),
-        ("16mib", "expected a size"),
+        ("16 mebibytes", "expected a size"),
+        ("2PiB", "at most 1PiB"),
         ("16 furlongs", "expected a size"),
         ("lots", "expected a size"),
         ("", "expected a size"),
@@ -155,6 +157,7 @@ def test_consumer_metrics_url_is_optional_and_empty_means_unset() -> None:
     [
         ("ftp://127.0.0.1/metrics", "http:// or https://"),
         ("not a url", "http:// or https://"),
+        ("http://127.0.0.1:9464/metrics\n", "printable"),
         (f"http://user:{CANARY}@127.0.0.1:9464/metrics", "must not carry credentials"),
     ],
 )
