@@ -180,7 +180,7 @@ def test_figures_equal_what_postgresql_reports(
     assert keep == KEEP_SIZE
     assert m.value("slotwatch_max_slot_wal_keep_size_bytes", **label) == keep
     ratio = m.value("slotwatch_slot_wal_budget_ratio", slot=idle, **label)
-    assert ratio == pytest.approx(safe / keep)
+    assert ratio == pytest.approx(min(1.0, safe / keep))  # clamped: docs/contract.md §3
     assert m.value("slotwatch_slot_active", slot=idle, **label) == 0
     assert m.find("slotwatch_slot_sent_lag_bytes", slot=idle) == []
 
