@@ -89,8 +89,6 @@ def write_short_rules(
     sizes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Path:
     """Write the shortened copy of the shipped rules to `dest` and return it."""
-    doc = short_rules(
-        load_rules(), for_=for_, overrides=overrides, interval=interval, sizes=sizes
-    )
+    doc = short_rules(load_rules(), for_=for_, overrides=overrides, interval=interval, sizes=sizes)
     dest.write_text(yaml.safe_dump(doc, sort_keys=False, width=1000), encoding="utf-8")
     return dest
