@@ -99,11 +99,13 @@ def test_top_k_holds_the_most_wal_and_the_counts_hold_every_slot() -> None:
 def test_a_slot_holding_no_wal_ranks_last_with_no_figure() -> None:
     rows = (
         other("never_reserved", slot_type="physical", plugin=None, restart_lsn=None),
+        other("z_caught_up", restart_lsn=HEAD),  # holds 0 bytes: still ranks before "none"
         other("a"),
     )
     others, _ = watch_others(rows, server(), {}, 1000.0, top=10)
     assert [(v.row.name, v.retained_wal_bytes) for v in others.top] == [
         ("a", 1000),
+        ("z_caught_up", 0),
         ("never_reserved", None),
     ]
 
