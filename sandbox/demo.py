@@ -37,9 +37,10 @@ DEMO_SETTINGS = {
     "SLOTWATCH_POLL_INTERVAL": "5s",
     "SLOTWATCH_STALL_AFTER": "60s",
     "SLOTWATCH_INACTIVE_AFTER": "30s",
-    # The writer below passes this within about a second: a frozen consumer's stall clock
-    # starts at the first poll after `kill -STOP`, so `wedged` shows one window later.
-    "SLOTWATCH_LAG_FLOOR_BYTES": "16KiB",
+    # The writer below passes this within a few tenths of a second: a frozen consumer's stall
+    # clock starts at the first poll after `kill -STOP`, so `wedged` shows one window (and at
+    # most one poll) later.
+    "SLOTWATCH_LAG_FLOOR_BYTES": "4KiB",
     "SLOTWATCH_LISTEN": "127.0.0.1:9847",
 }
 
@@ -151,9 +152,9 @@ def main() -> int:
         slot = create_slot(cluster, powersync_slot_name(1))
         consumer = stack.enter_context(Consumer(cluster, slot))
         liveness = stack.enter_context(LivenessServer())
-        # A little application traffic (~15 KB of WAL a second), so lag and WAL rate have
-        # something to show.
-        stack.enter_context(Writer(cluster, rows=25, every=0.5))
+        # A little, steady application traffic (~10 KB of WAL a second in small commits), so lag
+        # and WAL rate have something to show and a frozen consumer falls behind at once.
+        stack.enter_context(Writer(cluster, rows=5, every=0.1))
         if stopped.is_set():
             print("demo: stopped while starting; cleaning up ...", flush=True)
             return 0
