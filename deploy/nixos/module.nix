@@ -35,7 +35,7 @@ let
   size = types.either types.ints.unsigned types.str;
   inStore = path: lib.hasPrefix builtins.storeDir (toString path);
 
-  # Settings whose value is null are left to slotwatch's own defaults (SPEC §6); the rest become
+  # Settings whose value is null are left to slotwatch's own defaults (docs/contract.md §6); the rest become
   # strings, since systemd.services.<name>.environment takes no integers.
   environment = lib.mapAttrs (_: toString) (lib.filterAttrs (_: v: v != null) ({
     SLOTWATCH_CONFIG = if cfg.settings != { } then configFile else null;
@@ -162,7 +162,7 @@ in
       default = { };
       example = { SLOTWATCH_LOG_LEVEL = "debug"; SLOTWATCH_PROBE_TIMEOUT = "3s"; };
       description = ''
-        More SLOTWATCH_* variables (SPEC §6). Never put a secret here: it lands in the unit file
+        More SLOTWATCH_* variables (docs/contract.md §6). Never put a secret here: it lands in the unit file
         in the Nix store. slotwatch rejects unknown SLOTWATCH_* names, so a typo fails at start.
       '';
     };

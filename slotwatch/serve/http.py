@@ -46,21 +46,29 @@ ACCEPT_BATCH = 16
 
 TEXT = "text/plain; charset=utf-8"
 
-LANDING = f"""<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>slotwatch</title></head>
-<body>
-<h1>slotwatch</h1>
-<p>Watches PostgreSQL logical replication slots consumed by PowerSync. Version {html.escape(
-    __version__)}.</p>
-<ul>
-<li><a href="metrics">/metrics</a>: Prometheus metrics from the latest poll</li>
-<li><a href="status">/status</a>: every target and slot, its state and why, as JSON</li>
-<li><a href="healthz">/healthz</a>: 200 while polls run on schedule, else 503</li>
-</ul>
-</body>
-</html>
-""".encode()
+# Every path the server answers, and what it answers with: the landing page and the reference
+# page list them from here.
+ENDPOINTS = (
+    ("/", "this page: links to the endpoints below"),
+    ("/metrics", "Prometheus metrics from the latest poll (OpenMetrics when asked, gzip when"
+     " accepted)"),
+    ("/status", "every target and slot as JSON: its state, the reasons for it, its figures"),
+    ("/healthz", "200 while polls run on schedule (even if a database is down), else 503"),
+)
+
+LANDING = (
+    "<!DOCTYPE html>\n<html lang=\"en\">\n"
+    "<head><meta charset=\"utf-8\"><title>slotwatch</title></head>\n<body>\n"
+    "<h1>slotwatch</h1>\n"
+    f"<p>Watches PostgreSQL logical replication slots consumed by PowerSync."
+    f" Version {html.escape(__version__)}.</p>\n<ul>\n"
+    + "".join(
+        f'<li><a href="{path.lstrip("/")}">{path}</a>: {html.escape(what)}</li>\n'
+        for path, what in ENDPOINTS
+        if path != "/"
+    )
+    + "</ul>\n</body>\n</html>\n"
+).encode()
 
 
 def default_max_connections() -> int:

@@ -20,6 +20,7 @@ from typing import Any, Generic, Literal, NamedTuple, TypeVar
 from slotwatch import __version__
 from slotwatch.model import (
     WAL_STATUSES,
+    ConsumerAccount,
     OtherSlotView,
     ProbeResult,
     ServerRow,
@@ -95,6 +96,20 @@ PROBE: Scope[Probed] = Scope(
         if v.probe_enabled and v.probe is not None
     ),
 )
+
+CONSUMER: Scope[ConsumerAccount] = Scope(
+    "consumer",
+    ("target",),
+    lambda snap: (
+        ((v.name,), v.consumer) for v in snap.targets if v.consumer_enabled and v.consumer
+    ),
+)
+
+
+def _progress_age(account: ConsumerAccount) -> float | None:
+    if account.progress_at is None:
+        return None
+    return max(0.0, account.reading.checked_at - account.progress_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,8 +359,11 @@ FAMILIES: tuple[Family[Any], ...] = (
         "slotwatch_slot_flush_stall_seconds",
         GAUGE,
         SLOT,
-        "Seconds the slot's confirmed_flush_lsn has not advanced while WAL waited behind it;"
-        " 0 when advancing or caught up.",
+        "Seconds the slot's confirmed_flush_lsn has not advanced while WAL waited behind it,"
+        " whether or not a walsender held it; 0 when advancing or caught up. The slot reads"
+        " wedged only once this passes the stall window and a walsender has held the slot for"
+        " the attach grace without confirming, or walsenders keep leaving without confirming"
+        " (docs/detection.md).",
         value=lambda s: s.assessment.flush_stall_seconds,
     ),
     Family(
@@ -473,6 +491,23 @@ FAMILIES: tuple[Family[Any], ...] = (
         PROBE,
         "Seconds between PowerSync's touched_at in the last liveness answer and the probe.",
         value=lambda p: p.result.touched_age,
+    ),
+    Family(
+        "slotwatch_consumer_up",
+        GAUGE,
+        CONSUMER,
+        "1 if the last read of the consumer's own metrics (SLOTWATCH_CONSUMER_METRICS_URL)"
+        " answered 2xx with Prometheus text within the probe timeout, else 0.",
+        value=lambda c: _flag(c.reading.up),
+    ),
+    Family(
+        "slotwatch_consumer_progress_age_seconds",
+        GAUGE,
+        CONSUMER,
+        "Seconds since the consumer's powersync_rows_replicated_total was last seen rising, as"
+        " of the last read of its metrics (from the first read, before any rise); absent until"
+        " a read carried it.",
+        value=_progress_age,
     ),
 )
 

@@ -1,4 +1,4 @@
-"""The shipped Grafana dashboard: true to Grafana's schema, laid out, querying SPEC metrics.
+"""The shipped Grafana dashboard: true to Grafana's schema, laid out, querying contract metrics.
 
 Grafana itself is not run here. The schema check type-checks the JSON against the TypeScript
 types Grafana publishes (`@grafana/schema`, pinned in tests/dashboard-schema/package.json; run

@@ -18,7 +18,7 @@ VM_SCRAPE = DEPLOY / "victoriametrics" / "scrape.yml"
 VM_NIXOS = DEPLOY / "victoriametrics" / "nixos.nix"
 PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
-DEFAULT_LISTEN = "127.0.0.1:9847"  # SPEC §4
+DEFAULT_LISTEN = "127.0.0.1:9847"  # docs/contract.md §4
 
 
 def _tool(name: str) -> str:
