@@ -158,6 +158,9 @@ def _ratio(value: float | None) -> float | None:
     return None if value is None else min(1.0, max(0.0, value))
 
 
+_STATES = tuple(state.value for state in SlotState)
+
+
 def _one_of(choices: Iterable[str], current: str | None) -> Series:
     return (((choice,), _flag(choice == current)) for choice in choices)
 
@@ -352,7 +355,7 @@ FAMILIES: tuple[Family[Any], ...] = (
         SLOT,
         "1 for the state slotwatch classified the slot in at the last poll, 0 for the other six"
         " (docs/contract.md §2).",
-        series=lambda s: _one_of((state.value for state in SlotState), s.assessment.state.value),
+        series=lambda s: _one_of(_STATES, s.assessment.state.value),
         labels=("state",),
     ),
     Family(
