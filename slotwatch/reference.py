@@ -113,6 +113,8 @@ def _shown(key: str, value: object) -> str:
         return "unset"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"`{value}`"
+    if not key.endswith("_bytes") and not isinstance(value, float):
+        return f"`{value}`"  # a count; durations are floats (seconds), sizes end in _bytes
     units = _BYTES if key.endswith("_bytes") else _SECONDS
     for suffix, size in units:
         if value >= size and value % size == 0:

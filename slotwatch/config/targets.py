@@ -75,6 +75,8 @@ TARGET_KEYS = (
     "at_risk_eta",
     "wal_budget_bytes",
     "forecast_window",
+    "slot_database",
+    "other_slots_top",
 )
 # Keys that say which database a target is: never shared between targets.
 IDENTITY_KEYS = ("name", "dsn", "dsn_file", "admin_dsn", "admin_dsn_file")
@@ -82,6 +84,7 @@ IDENTITY_KEYS = ("name", "dsn", "dsn_file", "admin_dsn", "admin_dsn_file")
 
 # The defaults of SPEC §2 live once, in model.Thresholds; the settings read them from there.
 _DEFAULT = Thresholds()
+OTHER_SLOTS_TOP = _DEFAULT.other_slots_top
 
 
 class _Thresholds(BaseModel):
@@ -101,6 +104,20 @@ class _Thresholds(BaseModel):
     at_risk_eta: Threshold = _DEFAULT.at_risk_eta
     wal_budget_bytes: Annotated[Size | None, EmptyIsUnset] = _DEFAULT.wal_budget_bytes
     forecast_window: Threshold = _DEFAULT.forecast_window
+    slot_database: Annotated[str | None, EmptyIsUnset] = None  # None: every database
+    other_slots_top: int = OTHER_SLOTS_TOP
+
+    @field_validator("other_slots_top", mode="before")
+    @classmethod
+    def _count(cls, value: object) -> int:
+        # From the environment a count arrives as text; a TOML true must not count as 1.
+        if value == "":
+            return OTHER_SLOTS_TOP
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+            raise ValueError("must be a whole number from 0 (off) to 1000")
+        return value
 
     @field_validator("slot_pattern", "consumer_app", "probe_name", "liveness_url")
     @classmethod
@@ -193,4 +210,5 @@ class Target:
     probe_name: str
     consumer_app: str
     thresholds: Thresholds
+    slot_database: str | None = None  # only this database's slots; None: every database
     consumer_metrics_url: str | None = None  # the consumer's own Prometheus endpoint, if read

@@ -1,11 +1,12 @@
 """What a target remembers between polls, and the judgement of each new poll.
 
 The policy of a poll lives here, not in the store: each slot's track is advanced with
-`classify.observe`, judged with `classify.classify`, and the target's WAL rate is taken from
-its recent positions with `forecast.wal_rate` (once per poll, and handed to every slot's verdict).
-One `Memory` per target, used by that target's poll job (the scheduler never runs two at once)
-and, for the consumer's own account, by its probe job: that job only swaps in a new immutable
-account, which a poll reads once, so neither needs a lock.
+`classify.observe`, judged with `classify.classify`, the target's WAL rate is taken from
+its recent positions with `forecast.wal_rate` (once per poll, and handed to every slot's verdict),
+and the slots that do not match the pattern are counted and ranked by `others.watch_others` (with
+their own inactivity clocks). One `Memory` per target, used by that target's poll job (the
+scheduler never runs two at once) and, for the consumer's own account, by its probe job: that job
+only swaps in a new immutable account, which a poll reads once, so neither needs a lock.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import deque
 from slotwatch.judge import consumer
 from slotwatch.judge.classify import ConsumerEvidence, classify, observe
 from slotwatch.judge.forecast import wal_rate
+from slotwatch.judge.others import watch_others
 from slotwatch.model import (
     ConsumerAccount,
     ConsumerReading,
@@ -54,6 +56,8 @@ class Memory:
         # Last known state per slot, kept across failed polls so an outage is not a "change".
         self._states: dict[str, SlotState] = {}
         self._wal: deque[tuple[float, int]] = deque(maxlen=_WAL_POINTS)
+        # Other slots: since when each has been seen inactive (when the server cannot say).
+        self._other_clocks: dict[str, float] = {}
 
     def record_consumer(self, reading: ConsumerReading) -> ConsumerAccount:
         """Fold a reading of the consumer's own metrics in; the next polls judge with it."""
@@ -108,7 +112,10 @@ class Memory:
             if name not in seen
         ]
         self._states = {s.row.name: s.assessment.state for s in slots}
-        return Judgement(tuple(slots), changes, rate)
+        others, self._other_clocks = watch_others(
+            result.others, server, self._other_clocks, at, self.thresholds.other_slots_top
+        )
+        return Judgement(tuple(slots), changes, rate, others)
 
     def _evidence(
         self,

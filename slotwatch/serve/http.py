@@ -199,11 +199,9 @@ class HttpServer:
                 answer = (
                     _Answer(400, TEXT, b"bad request\n")
                     if request is None
-                    else await asyncio.get_running_loop().run_in_executor(
-                        self._pool, self._answer, request
-                    )
+                    else await self._answer_on_a_worker(request)
                 )
-                keep = request is not None and _keep_alive(request)
+                keep = answer.status < 400 and request is not None and _keep_alive(request)
                 writer.write(_response(answer, request, keep))
                 await asyncio.wait_for(writer.drain(), timeout=self._write_timeout)
                 log.debug(
@@ -233,6 +231,15 @@ class HttpServer:
             self._waiting.pop(oldest)
             self._open.discard(oldest)
             oldest.transport.abort()
+
+    async def _answer_on_a_worker(self, request: _Request) -> _Answer:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._answer, request
+            )
+        except Exception as exc:  # a bug behind one endpoint is a 500 and a log line, not a hang
+            log.exception("http answer failed", path=request.path, error=repr(exc))
+            return _Answer(500, TEXT, b"internal error; see slotwatch's log\n")
 
     # --- answers, on a worker thread ---------------------------------------------------------
 

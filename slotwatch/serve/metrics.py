@@ -21,6 +21,7 @@ from slotwatch import __version__
 from slotwatch.model import (
     WAL_STATUSES,
     ConsumerAccount,
+    OtherSlotView,
     ProbeResult,
     ServerRow,
     SlotState,
@@ -74,6 +75,16 @@ SLOT: Scope[SlotView] = Scope(
     ("target", "slot"),
     lambda snap: (
         ((v.name, s.row.name), s) for v in snap.targets if v.server is not None for s in v.slots
+    ),
+)
+OTHER_SLOT: Scope[OtherSlotView] = Scope(
+    "other slot (the top K by retained WAL)",
+    ("target", "slot"),
+    lambda snap: (
+        ((v.name, o.row.name), o)
+        for v in snap.targets
+        if v.server is not None
+        for o in v.others.top
     ),
 )
 PROBE: Scope[Probed] = Scope(
@@ -145,6 +156,9 @@ def _ratio(value: float | None) -> float | None:
     # safe_wal_size counts the partly filled current segment, so right after a checkpoint it can
     # exceed max_slot_wal_keep_size a little; negative while unreserved. A share stays in [0, 1].
     return None if value is None else min(1.0, max(0.0, value))
+
+
+_STATES = tuple(state.value for state in SlotState)
 
 
 def _one_of(choices: Iterable[str], current: str | None) -> Series:
@@ -243,6 +257,38 @@ FAMILIES: tuple[Family[Any], ...] = (
         value=lambda p: len(p.view.slots),
     ),
     Family(
+        "slotwatch_wal_retained_bytes",
+        GAUGE,
+        SERVER,
+        "Bytes of WAL between the server's current position and the oldest restart_lsn of any"
+        " slot, matched or not (what actually pins pg_wal), from the last poll; absent when no"
+        " slot holds WAL.",
+        value=lambda p: p.server.wal_retained_bytes,
+    ),
+    Family(
+        "slotwatch_wal_retained_by",
+        GAUGE,
+        SERVER,
+        "Always 1; the slot label names the slot holding the oldest restart_lsn of the server,"
+        " whether it matches the pattern or not, from the last poll.",
+        series=lambda p: (
+            [((p.server.oldest_restart_slot,), 1)] if p.server.oldest_restart_slot else []
+        ),
+        labels=("slot",),
+    ),
+    Family(
+        "slotwatch_other_slots",
+        GAUGE,
+        SERVER,
+        "How many slots of the target's scope do not match the slot pattern, by whether a"
+        " walsender holds them (active true/false), from the last poll.",
+        series=lambda p: [
+            (("true",), p.view.others.active),
+            (("false",), p.view.others.inactive),
+        ],
+        labels=("active",),
+    ),
+    Family(
         "slotwatch_slot_info",
         GAUGE,
         SLOT,
@@ -309,7 +355,7 @@ FAMILIES: tuple[Family[Any], ...] = (
         SLOT,
         "1 for the state slotwatch classified the slot in at the last poll, 0 for the other six"
         " (docs/contract.md §2).",
-        series=lambda s: _one_of((state.value for state in SlotState), s.assessment.state.value),
+        series=lambda s: _one_of(_STATES, s.assessment.state.value),
         labels=("state",),
     ),
     Family(
@@ -377,6 +423,42 @@ FAMILIES: tuple[Family[Any], ...] = (
         "Bytes of WAL decoded for the slot (pg_stat_replication_slots.total_bytes,"
         " PostgreSQL 14+).",
         value=lambda s: s.row.total_bytes,
+    ),
+    Family(
+        "slotwatch_other_slot_info",
+        GAUGE,
+        OTHER_SLOT,
+        "Always 1, for each of the SLOTWATCH_OTHER_SLOTS_TOP other slots holding the most WAL;"
+        " the labels are its slot_type, plugin and database (empty when NULL) and owner, a"
+        " guess from the name (powersync, supabase_realtime, debezium, airbyte, electric,"
+        " physical, unknown).",
+        series=lambda o: [
+            ((o.row.slot_type, o.row.plugin or "", o.row.database or "", o.owner), 1)
+        ],
+        labels=("slot_type", "plugin", "database", "owner"),
+    ),
+    Family(
+        "slotwatch_other_slot_retained_wal_bytes",
+        GAUGE,
+        OTHER_SLOT,
+        "Bytes of WAL between the server's current position and the other slot's restart_lsn,"
+        " from the last poll; absent when it holds none (restart_lsn NULL).",
+        value=lambda o: o.retained_wal_bytes,
+    ),
+    Family(
+        "slotwatch_other_slot_active",
+        GAUGE,
+        OTHER_SLOT,
+        "1 if a walsender (or a standby) holds the other slot, else 0, from the last poll.",
+        value=lambda o: _flag(o.row.active),
+    ),
+    Family(
+        "slotwatch_other_slot_inactive_seconds",
+        GAUGE,
+        OTHER_SLOT,
+        "Seconds since anything last held the other slot (inactive_since on PostgreSQL 17+,"
+        " else since slotwatch first saw it inactive); 0 while active.",
+        value=lambda o: o.inactive_seconds,
     ),
     Family(
         "slotwatch_liveness_up",

@@ -17,6 +17,7 @@ from slotwatch.model import (
     POLL_ERROR_REASONS,
     ConsumerAccount,
     Judgement,
+    OtherSlots,
     PollResult,
     ProbeResult,
     ServerRow,
@@ -47,6 +48,8 @@ class TargetView:
     probe: ProbeResult | None = None
     probe_last_success: float | None = None
     probe_enabled: bool = True
+    slot_database: str | None = None  # only this database's slots; None: every database
+    others: OtherSlots = field(default_factory=OtherSlots)  # slots not matching, while up
     consumer: ConsumerAccount | None = None  # the consumer's own account, when its metrics are read
     consumer_enabled: bool = False
 
@@ -88,6 +91,7 @@ class Store:
                     last_poll=result,
                     server=None,
                     slots=(),
+                    others=OtherSlots(),
                     poll_errors=MappingProxyType(errors),
                 )
             else:
@@ -99,6 +103,7 @@ class Store:
                     last_success=result.started_at + result.duration,
                     server=result.server,
                     slots=judgement.slots,
+                    others=judgement.others,
                     wal_rate=judgement.wal_rate,
                 )
             self._publish(view)

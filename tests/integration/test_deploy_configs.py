@@ -100,6 +100,6 @@ def test_pages_reach_the_pager_and_tickets_the_queue(alert: str) -> None:
         f"alertname={alert}",
         f"severity={severity}",
         "target=prod",
-        "slot=powersync_selfhost_3_17f9",
+        "slot=powersync_selfhost3_17f9",
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -55,7 +55,7 @@ def slot(
     confirmed = current - behind
     restart = confirmed - 64 * KiB if retained is None else current - retained
     values: dict[str, Any] = {
-        "name": "powersync_selfhost_3_17f9",
+        "name": "powersync_selfhost3_17f9",
         "plugin": "pgoutput",
         "slot_type": "logical",
         "database": "postgres",
