@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psycopg.conninfo
 from pydantic import SecretStr
 
+from slotwatch.config.conninfo import ConninfoError, parse_conninfo
 from slotwatch.config.names import setting_name
 from slotwatch.config.targets import Target
 from slotwatch.errors import ConfigError
@@ -53,8 +53,8 @@ def read_secret_setting(values: Mapping[str, Any], key: str, where: str) -> Secr
 def check_dsn(dsn: SecretStr, setting: str) -> None:
     """Reject a DSN libpq cannot parse, without repeating any of it (it may hold a password)."""
     try:
-        psycopg.conninfo.conninfo_to_dict(dsn.get_secret_value())
-    except psycopg.ProgrammingError:
+        parse_conninfo(dsn.get_secret_value())
+    except ConninfoError:
         raise ConfigError(
             f"{setting} is not a valid libpq connection string"
             " (postgresql://user@host:5432/db or 'host=... dbname=...')"
@@ -64,8 +64,8 @@ def check_dsn(dsn: SecretStr, setting: str) -> None:
 def redact_dsn(dsn: str) -> str:
     """The DSN as key=value text with the password replaced; never raises."""
     try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
+        params = parse_conninfo(dsn)
+    except ConninfoError:
         return REDACTED
     if "password" in params:
         params["password"] = REDACTED
@@ -81,10 +81,8 @@ def secret_values(targets: tuple[Target, ...]) -> list[str]:
                 continue
             found.append(secret.get_secret_value())
             try:
-                password = psycopg.conninfo.conninfo_to_dict(secret.get_secret_value()).get(
-                    "password"
-                )
-            except psycopg.ProgrammingError:
+                password = parse_conninfo(secret.get_secret_value()).get("password")
+            except ConninfoError:
                 password = None
             if password:
                 found.append(str(password))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
-import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, field_validator
 
 from slotwatch.model import Thresholds
@@ -83,11 +83,14 @@ class _Thresholds(BaseModel):
     def _url(cls, value: str) -> str:
         if value == "":
             return value
+        # The standard parser, not the HTTP client's: `slotwatch config` must not load the client.
         try:
-            url = httpx.URL(value)
-        except (httpx.InvalidURL, ValueError):
+            url = urlsplit(value)
+            url.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+        except ValueError:
             raise ValueError("must be an http:// or https:// URL, or empty to disable") from None
-        if url.scheme not in ("http", "https") or not url.host:
+        spaced = any(c.isspace() for c in value)
+        if url.scheme not in ("http", "https") or not url.hostname or spaced:
             raise ValueError("must be an http:// or https:// URL, or empty to disable")
         return value
 
