@@ -112,10 +112,12 @@ def _select(targets: tuple[Target, ...], name: str | None) -> tuple[Target, ...]
 
 
 def _run(args: argparse.Namespace) -> int:
+    from slotwatch.config.shard import share
     from slotwatch.service import Service
 
     settings, targets = _load(args)
-    Service(settings, targets).run()
+    # Only the daemon is sharded: a one-shot verb answers for whichever target it is asked about.
+    Service(settings, share(targets, settings.shard_of_targets())).run()
     return 0
 
 

@@ -187,8 +187,13 @@ class Service:
             "slotwatch started",
             listen=f"[{host}]:{self.http.port}" if ":" in host else f"{host}:{self.http.port}",
             targets=[t.name for t in self.targets],
+            shard=self.settings.shard,
             poll_interval=self.settings.poll_interval,
         )
+        if not self.targets:
+            log.warning(
+                "no target to poll: this replica's shard holds none", shard=self.settings.shard
+            )
 
     def request_stop(self) -> None:
         self._stop.set()
