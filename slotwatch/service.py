@@ -65,6 +65,18 @@ def log_changes(changes: list[StateChange]) -> None:
         )
 
 
+def workers_for(targets: tuple[Target, ...]) -> int:
+    """A worker for each job that may run at once: every target's poll, and its probe if any.
+
+    A black-holed target holds its worker until the connect timeout, longer than a poll
+    interval; with fewer workers than jobs, enough black holes would queue every other target's
+    poll behind them. Threads are started only as jobs run at the same time, so an idle fleet does
+    not pay for them. The one spare runs a job whose previous run is finishing.
+    """
+    probes = sum(1 for t in targets if t.liveness_url is not None)
+    return len(targets) + probes + 1
+
+
 class Service:
     """The running daemon. `run()` blocks until `request_stop()` (SIGTERM/SIGINT) is called."""
 
@@ -84,7 +96,7 @@ class Service:
         self._started = time.time()
         self._stop = threading.Event()
         self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=2 * len(targets) + 1)},
+            executors={"default": ThreadPoolExecutor(max_workers=workers_for(targets))},
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone="UTC",
         )
