@@ -41,6 +41,18 @@ class ServerRow:
     wal_directory_bytes: int | None  # None when the role may not list pg_wal
     wal_sender_timeout: float  # seconds; 0 disables it
     server_epoch: float  # the server's clock at poll time, seconds since the epoch
+    system_identifier: int | None = None  # pg_control_system(): which cluster this is
+    # The oldest restart_lsn of any slot of the server, matched or not, and its slot: what
+    # actually keeps WAL in pg_wal. None when no slot holds any.
+    oldest_restart_lsn: int | None = None
+    oldest_restart_slot: str | None = None
+
+    @property
+    def wal_retained_bytes(self) -> int | None:
+        """Bytes of WAL between the current position and the oldest restart_lsn of any slot."""
+        if self.oldest_restart_lsn is None:
+            return None
+        return max(0, self.current_lsn - self.oldest_restart_lsn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +73,6 @@ class SlotRow:
     catalog_xmin_age: int | None
     server_inactive_seconds: float | None = None  # now() - inactive_since (PostgreSQL 17+)
     invalidation_reason: str | None = None  # PostgreSQL 17+
-    conflicting: bool | None = None  # PostgreSQL 16+
     synced: bool | None = None  # PostgreSQL 17+
     failover: bool | None = None  # PostgreSQL 17+
     sender_pid: int | None = None  # the walsender of pg_stat_replication, if any
@@ -72,6 +83,23 @@ class SlotRow:
     spill_bytes: int | None = None  # pg_stat_replication_slots, PostgreSQL 14+
     stream_bytes: int | None = None
     total_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OtherSlotRow:
+    """A slot of the server that does not match the pattern: watched lightly, never judged.
+
+    Physical slots have no plugin, database or confirmed_flush_lsn.
+    """
+
+    name: str
+    slot_type: str
+    plugin: str | None
+    database: str | None
+    active: bool
+    restart_lsn: int | None
+    wal_status: str | None
+    server_inactive_seconds: float | None = None  # now() - inactive_since (PostgreSQL 17+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +118,7 @@ class PollResult:
     server: ServerRow | None = None
     slots: tuple[SlotRow, ...] = ()
     error: PollError | None = None
+    others: tuple[OtherSlotRow, ...] = ()  # slots not matching the pattern, in scope
 
     @property
     def ok(self) -> bool:
@@ -121,6 +150,7 @@ class Thresholds:
     wal_budget_bytes: int | None = None  # used when max_slot_wal_keep_size = -1
     at_risk_budget_ratio: float = 0.2
     forecast_window: float = 600.0  # how far back the rate and slope look
+    other_slots_top: int = 10  # other slots exported one by one; 0 turns them off
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +200,25 @@ class SlotView:
 
 
 @dataclass(frozen=True, slots=True)
+class OtherSlotView:
+    """An other slot with what slotwatch makes of it: who probably owns it, what it holds."""
+
+    row: OtherSlotRow
+    owner: str  # a guess from the name: see judge/others.py
+    retained_wal_bytes: int | None  # current WAL position - restart_lsn
+    inactive_seconds: float  # 0 when active
+
+
+@dataclass(frozen=True, slots=True)
+class OtherSlots:
+    """The slots of a target that do not match its pattern: counts, and the top K by WAL held."""
+
+    active: int = 0
+    inactive: int = 0
+    top: tuple[OtherSlotView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StateChange:
     """A slot moved from one state to another (or appeared / vanished: None on that side)."""
 
@@ -187,3 +236,4 @@ class Judgement:
     slots: tuple[SlotView, ...]
     changes: list[StateChange]
     wal_rate: float | None
+    others: OtherSlots = field(default_factory=OtherSlots)

@@ -25,7 +25,7 @@ from slotwatch.logs import get_logger
 from slotwatch.model import SlotState, StateChange
 from slotwatch.poll.probe import Prober
 from slotwatch.report import status_document
-from slotwatch.serve.collector import build_registry
+from slotwatch.serve.exposition import Exposition
 from slotwatch.serve.http import HttpServer
 from slotwatch.serve.store import TargetView
 from slotwatch.wiring import Recorder, connections, target_views
@@ -85,7 +85,7 @@ class Service:
         self.targets = targets
         self._recorder = Recorder(target_views(targets))
         self.store = self._recorder.store
-        self.registry = build_registry(self.store)
+        self.metrics = Exposition(self.store)
         self._connections = connections(settings, targets)
         self._probers = {
             t.name: Prober(t.liveness_url, settings.probe_timeout)
@@ -101,7 +101,7 @@ class Service:
             timezone="UTC",
         )
         self._scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
-        self.http = HttpServer(settings.listen_address(), self.registry, self.health, self.status)
+        self.http = HttpServer(settings.listen_address(), self.metrics, self.health, self.status)
 
     # --- jobs -------------------------------------------------------------------------------
 

@@ -6,14 +6,18 @@ one-shot verb never loads the daemon's scheduler.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from slotwatch.config.settings import Settings, Target
 from slotwatch.judge.memory import Memory
+from slotwatch.logs import get_logger
 from slotwatch.model import PollResult, StateChange
 from slotwatch.poll.db import TargetConnection
 from slotwatch.poll.probe import Prober
 from slotwatch.serve.store import Snapshot, Store, TargetView
+
+log = get_logger(__name__)
 
 
 def target_views(targets: tuple[Target, ...]) -> list[TargetView]:
@@ -24,6 +28,7 @@ def target_views(targets: tuple[Target, ...]) -> list[TargetView]:
             slot_pattern=t.slot_pattern,
             thresholds=t.thresholds,
             probe_enabled=t.liveness_url is not None,
+            slot_database=t.slot_database,
         )
         for t in targets
     ]
@@ -38,9 +43,27 @@ def connections(settings: Settings, targets: tuple[Target, ...]) -> dict[str, Ta
             t.consumer_app,
             connect_timeout=settings.connect_timeout,
             statement_timeout=settings.statement_timeout,
+            slot_database=t.slot_database,
         )
         for t in targets
     }
+
+
+def same_slots(
+    clusters: Mapping[str, tuple[int, str | None]], name: str
+) -> list[tuple[str, str | None]]:
+    """The other targets that report slots `name` reports too: the same cluster
+    (system_identifier) and database scopes that overlap (None is every database)."""
+    if name not in clusters:
+        return []
+    system, database = clusters[name]
+    return [
+        (other, their_db)
+        for other, (their_system, their_db) in clusters.items()
+        if other != name
+        and their_system == system
+        and (database is None or their_db is None or database == their_db)
+    ]
 
 
 class Recorder:
@@ -50,9 +73,32 @@ class Recorder:
     def __init__(self, views: list[TargetView], *, one_shot: bool = False) -> None:
         self.store = Store(views)
         self._memory = {v.name: Memory(v.name, v.thresholds, one_shot=one_shot) for v in views}
+        self._scopes = {v.name: v.slot_database for v in views}
+        self._clusters: dict[str, tuple[int, str | None]] = {}
+        self._warned: set[frozenset[str]] = set()
 
     def record_poll(self, result: PollResult) -> list[StateChange]:
-        return self.store.record_poll(result, self._memory[result.target].judge(result))
+        changes = self.store.record_poll(result, self._memory[result.target].judge(result))
+        if result.server is not None and result.server.system_identifier is not None:
+            self._check_cluster(result.target, result.server.system_identifier)
+        return changes
+
+    def _check_cluster(self, name: str, system_identifier: int) -> None:
+        self._clusters[name] = (system_identifier, self._scopes[name])
+        for other, their_db in same_slots(self._clusters, name):
+            pair = frozenset((name, other))
+            if pair in self._warned:
+                continue
+            self._warned.add(pair)
+            scope = self._scopes[name] or their_db
+            log.warning(
+                "two targets watch the same cluster and report the same slots twice; give"
+                " each its own slot_database, or keep one",
+                target=name,
+                other_target=other,
+                system_identifier=str(system_identifier),
+                slot_database=scope or "every database",
+            )
 
 
 def poll_once(settings: Settings, targets: tuple[Target, ...]) -> Snapshot:

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     at_risk_eta: _RawValue = None
     wal_budget_bytes: _RawValue = None
     forecast_window: _RawValue = None
+    slot_database: str | None = None
+    other_slots_top: _RawValue = None
 
     # process-wide, top level only
     listen: str = "127.0.0.1:9847"
@@ -223,7 +225,9 @@ def _resolve_target(values: dict[str, Any], where: str) -> Target:
             at_risk_eta=entry.at_risk_eta,
             wal_budget_bytes=entry.wal_budget_bytes,
             forecast_window=entry.forecast_window,
+            other_slots_top=entry.other_slots_top,
         ),
+        slot_database=entry.slot_database,
     )
 
 
@@ -310,6 +314,8 @@ def redacted_view(settings: Settings, targets: tuple[Target, ...]) -> dict[str, 
             "at_risk_eta": t.thresholds.at_risk_eta,
             "wal_budget_bytes": t.thresholds.wal_budget_bytes,
             "forecast_window": t.thresholds.forecast_window,
+            "slot_database": t.slot_database,
+            "other_slots_top": t.thresholds.other_slots_top,
         }
         for t in targets
     ]

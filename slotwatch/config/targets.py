@@ -17,6 +17,7 @@ from slotwatch.model import Thresholds
 from slotwatch.units import parse_duration, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+OTHER_SLOTS_TOP = Thresholds().other_slots_top
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
@@ -47,6 +48,8 @@ TARGET_KEYS = (
     "at_risk_eta",
     "wal_budget_bytes",
     "forecast_window",
+    "slot_database",
+    "other_slots_top",
 )
 # Keys that say which database a target is: never shared between targets.
 IDENTITY_KEYS = ("name", "dsn", "dsn_file", "admin_dsn", "admin_dsn_file")
@@ -68,6 +71,20 @@ class _Thresholds(BaseModel):
     at_risk_eta: Duration = 3600.0
     wal_budget_bytes: Annotated[Size | None, EmptyIsUnset] = None
     forecast_window: Duration = 600.0
+    slot_database: Annotated[str | None, EmptyIsUnset] = None  # None: every database
+    other_slots_top: int = OTHER_SLOTS_TOP
+
+    @field_validator("other_slots_top", mode="before")
+    @classmethod
+    def _count(cls, value: object) -> int:
+        # From the environment a count arrives as text; a TOML true must not count as 1.
+        if value == "":
+            return OTHER_SLOTS_TOP
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+            raise ValueError("must be a whole number from 0 (off) to 1000")
+        return value
 
     @field_validator("slot_pattern")
     @classmethod
@@ -131,3 +148,4 @@ class Target:
     probe_name: str
     consumer_app: str
     thresholds: Thresholds
+    slot_database: str | None = None  # only this database's slots; None: every database

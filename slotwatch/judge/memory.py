@@ -1,9 +1,11 @@
 """What a target remembers between polls, and the judgement of each new poll.
 
 The policy of a poll lives here, not in the store: each slot's track is advanced with
-`classify.observe`, judged with `classify.classify`, and the target's WAL rate is taken from
-its recent positions with `forecast.wal_rate`. One `Memory` per target, used only by that
-target's poll job (the scheduler never runs two at once), so it needs no lock.
+`classify.observe`, judged with `classify.classify`, the target's WAL rate is taken from
+its recent positions with `forecast.wal_rate`, and the slots that do not match the pattern are
+counted and ranked by `others.watch_others` (with their own inactivity clocks). One `Memory`
+per target, used only by that target's poll job (the scheduler never runs two at once), so it
+needs no lock.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import deque
 
 from slotwatch.judge.classify import classify, observe
 from slotwatch.judge.forecast import wal_rate
+from slotwatch.judge.others import watch_others
 from slotwatch.model import (
     Judgement,
     PollResult,
@@ -38,6 +41,8 @@ class Memory:
         # Last known state per slot, kept across failed polls so an outage is not a "change".
         self._states: dict[str, SlotState] = {}
         self._wal: deque[tuple[float, int]] = deque(maxlen=_WAL_POINTS)
+        # Other slots: since when each has been seen inactive (when the server cannot say).
+        self._other_clocks: dict[str, float] = {}
 
     def judge(self, result: PollResult) -> Judgement | None:
         """Judge a poll; None for a failed one (the memory is kept for the next success)."""
@@ -76,4 +81,7 @@ class Memory:
             if name not in seen
         ]
         self._states = {s.row.name: s.assessment.state for s in slots}
-        return Judgement(tuple(slots), changes, wal_rate(window))
+        others, self._other_clocks = watch_others(
+            result.others, server, self._other_clocks, at, self.thresholds.other_slots_top
+        )
+        return Judgement(tuple(slots), changes, wal_rate(window), others)

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from slotwatch.model import (
     POLL_ERROR_REASONS,
     Judgement,
+    OtherSlots,
     PollResult,
     ProbeResult,
     ServerRow,
@@ -46,6 +47,8 @@ class TargetView:
     probe: ProbeResult | None = None
     probe_last_success: float | None = None
     probe_enabled: bool = True
+    slot_database: str | None = None  # only this database's slots; None: every database
+    others: OtherSlots = field(default_factory=OtherSlots)  # slots not matching, while up
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ class Store:
                     last_poll=result,
                     server=None,
                     slots=(),
+                    others=OtherSlots(),
                     poll_errors=MappingProxyType(errors),
                 )
             else:
@@ -96,6 +100,7 @@ class Store:
                     last_success=result.started_at + result.duration,
                     server=result.server,
                     slots=judgement.slots,
+                    others=judgement.others,
                     wal_rate=judgement.wal_rate,
                 )
             self._publish(view)
