@@ -75,7 +75,7 @@ class Recorder:
         self._memory = {v.name: Memory(v.name, v.thresholds, one_shot=one_shot) for v in views}
         self._scopes = {v.name: v.slot_database for v in views}
         self._clusters: dict[str, tuple[int, str | None]] = {}
-        self._warned: set[frozenset[str]] = set()
+        self._warned: set[str] = set()
 
     def record_poll(self, result: PollResult) -> list[StateChange]:
         changes = self.store.record_poll(result, self._memory[result.target].judge(result))
@@ -85,20 +85,25 @@ class Recorder:
 
     def _check_cluster(self, name: str, system_identifier: int) -> None:
         self._clusters[name] = (system_identifier, self._scopes[name])
-        for other, their_db in same_slots(self._clusters, name):
-            pair = frozenset((name, other))
-            if pair in self._warned:
-                continue
-            self._warned.add(pair)
-            scope = self._scopes[name] or their_db
-            log.warning(
-                "two targets watch the same cluster and report the same slots twice; give"
-                " each its own slot_database, or keep one",
-                target=name,
-                other_target=other,
-                system_identifier=str(system_identifier),
-                slot_database=scope or "every database",
-            )
+        # Once per target, not per pair: a fleet of N targets on one cluster would otherwise log
+        # N*(N-1)/2 warnings in its first round (about 100,000 for 450), and format them on
+        # the poll threads' time.
+        if name in self._warned:
+            return
+        overlapping = same_slots(self._clusters, name)
+        if not overlapping:
+            return
+        self._warned.add(name)
+        scope = self._scopes[name] or overlapping[0][1]
+        log.warning(
+            "two targets watch the same cluster and report the same slots twice; give"
+            " each its own slot_database, or keep one",
+            target=name,
+            other_target=overlapping[0][0],
+            others=len(overlapping),
+            system_identifier=str(system_identifier),
+            slot_database=scope or "every database",
+        )
 
 
 def poll_once(settings: Settings, targets: tuple[Target, ...]) -> Snapshot:
