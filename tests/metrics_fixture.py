@@ -14,6 +14,9 @@ from types import MappingProxyType
 from slotwatch.model import (
     INF,
     Assessment,
+    OtherSlotRow,
+    OtherSlots,
+    OtherSlotView,
     PollError,
     PollResult,
     ProbeResult,
@@ -40,6 +43,37 @@ SERVER = ServerRow(
     wal_directory_bytes=1056 * MIB,
     wal_sender_timeout=0.0,
     server_epoch=T0,
+    oldest_restart_lsn=HEAD - 3 * GIB,
+    oldest_restart_slot="powersync_1_a0b1",
+)
+
+# Slots not matching the pattern: PowerSync Cloud's left-over holding the oldest WAL, and a
+# physical slot without plugin or database; one more counted but outside the top K.
+OTHERS = OtherSlots(
+    active=1,
+    inactive=2,
+    top=(
+        OtherSlotView(
+            OtherSlotRow(
+                "powersync_1_a0b1",
+                "logical",
+                "pgoutput",
+                "postgres",
+                False,
+                HEAD - 3 * GIB,
+                "extended",
+            ),
+            "powersync",
+            3 * GIB,
+            86_400.0 * 12,
+        ),
+        OtherSlotView(
+            OtherSlotRow("standby_gone", "physical", None, None, True, HEAD - MIB, "reserved"),
+            "physical",
+            MIB,
+            0.0,
+        ),
+    ),
 )
 
 
@@ -163,6 +197,7 @@ PROD = TargetView(
         "http://127.0.0.1:8080/probes/liveness", T0, True, 0.004, status_code=200, touched_age=1.5
     ),
     probe_last_success=T0,
+    others=OTHERS,
 )
 
 REPLICA = TargetView(

@@ -51,8 +51,26 @@ LIVENESS_METRICS = frozenset(
     }
 )
 PROCESS_METRICS = frozenset({"slotwatch_build_info"})
+# SPEC §3 "Whole server" and "Other slots": every slot of the server, matched or not.
+WHOLE_SERVER_METRICS = frozenset({"slotwatch_wal_retained_bytes", "slotwatch_wal_retained_by"})
+OTHER_SLOT_METRICS = frozenset(
+    {
+        "slotwatch_other_slots",
+        "slotwatch_other_slot_retained_wal_bytes",
+        "slotwatch_other_slot_active",
+        "slotwatch_other_slot_inactive_seconds",
+        "slotwatch_other_slot_info",
+    }
+)
 
-METRIC_NAMES = PER_TARGET_METRICS | PER_SLOT_METRICS | LIVENESS_METRICS | PROCESS_METRICS
+METRIC_NAMES = (
+    PER_TARGET_METRICS
+    | PER_SLOT_METRICS
+    | LIVENESS_METRICS
+    | PROCESS_METRICS
+    | WHOLE_SERVER_METRICS
+    | OTHER_SLOT_METRICS
+)
 
 # What the scraper adds to every target; the rules and the dashboard may use it too.
 SCRAPE_METRICS = frozenset({"up"})
@@ -76,4 +94,6 @@ ALERTS: dict[str, tuple[str, frozenset[str]]] = {
     "PowerSyncRetainedWALHigh": ("ticket", frozenset({"target", "slot"})),
     "PowerSyncExtraSlots": ("ticket", frozenset({"target"})),
     "PowerSyncCatalogXminOld": ("ticket", frozenset({"target", "slot"})),
+    "ForeignSlotRetainingWAL": ("ticket", frozenset({"target", "slot", "owner"})),
+    "ForeignSlotFillingBudget": ("page", frozenset({"target", "slot", "owner"})),
 }

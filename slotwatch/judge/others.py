@@ -67,7 +67,10 @@ def watch_others(
         )
         for row in rows
     ]
-    views.sort(key=lambda v: (-(v.retained_wal_bytes or -1), v.row.name))
+    # Most WAL first, a slot holding none (restart_lsn NULL) last; ties by name.
+    views.sort(
+        key=lambda v: (-(-1 if v.retained_wal_bytes is None else v.retained_wal_bytes), v.row.name)
+    )
     active = sum(1 for row in rows if row.active)
     return OtherSlots(active, len(rows) - active, tuple(views[: max(0, top)])), kept
 

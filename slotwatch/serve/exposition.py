@@ -5,20 +5,21 @@ scrape after a change and kept, keyed by the snapshot's identity; concurrent scr
 snapshot wait for that one render instead of repeating it. The renderer writes the table
 (`serve.metrics`) straight to text, escaping each label value once per render, and is
 byte-for-byte what prometheus_client's `generate_latest` (or its OpenMetrics twin) writes for the
-same families (tests/unit/test_exposition.py holds it to that). Only the client library's
-process metrics, a few lines that change by the second, are rendered per request and appended.
+same families (tests/unit/test_exposition.py holds it to that). The client library's process
+metrics, a few lines that change by the second, are appended, read at most once a second.
 
 Content negotiation is prometheus_client's own (`choose_encoder`): OpenMetrics when the scraper
 asks for it, the text format otherwise. gzip, when accepted, compresses the cached part once and
-keeps the compressor's state, so a request only compresses its own process lines.
+keeps the compressor's state, so a fresh answer only compresses its process lines.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,6 +35,7 @@ OPENMETRICS = "application/openmetrics-text"
 # The library's own number format (Go's, e.g. 1.7645900000123e+09), so the bytes match.
 _go_float: Callable[[float], str] = floatToGoString
 GZIP_LEVEL = 6
+PROCESS_TTL = 1.0  # seconds the process metrics of an answer may be old: a burst shares them
 
 
 class SnapshotSource(Protocol):
@@ -120,24 +122,29 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 
 
 @dataclass
-class _Cached:
+class _Part:
     """One format's render of one snapshot, and its gzip stream kept open at the end."""
 
     snapshot: Snapshot
     body: bytes
     # The gzip stream of `body`, flushed but not finished, and its compressor positioned there.
     gzip: tuple[bytes, Any] | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def gzipped(self, tail: bytes) -> bytes:
-        with self.lock:
-            if self.gzip is None:
-                compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-                head = compressor.compress(self.body) + compressor.flush(zlib.Z_SYNC_FLUSH)
-                self.gzip = (head, compressor)
-            head, compressor = self.gzip
-            state = compressor.copy()
+        if self.gzip is None:
+            compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            head = compressor.compress(self.body) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            self.gzip = (head, compressor)
+        head, compressor = self.gzip
+        state = compressor.copy()
         return head + state.compress(tail) + state.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    snapshot: Snapshot
+    tail_at: float  # when the process metrics in it were read
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,35 +155,56 @@ class Response:
 
 
 class Exposition:
-    """Answers /metrics from the store's latest snapshot; never reads the database."""
+    """Answers /metrics from the store's latest snapshot; never reads the database.
+
+    A whole answer is kept per format and encoding until the snapshot changes or its process
+    metrics are `process_ttl` seconds old, so a burst of scrapers is served the same bytes.
+    """
 
     def __init__(
-        self, store: SnapshotSource, process: CollectorRegistry | None = None
+        self,
+        store: SnapshotSource,
+        process: CollectorRegistry | None = None,
+        *,
+        process_ttl: float = PROCESS_TTL,
     ) -> None:
         self._store = store
         self._process = process if process is not None else process_registry()
-        self._cache: dict[bool, _Cached] = {}
-        self._locks = {False: threading.Lock(), True: threading.Lock()}
+        self._process_ttl = process_ttl
+        self._lock = threading.Lock()
+        self._parts: dict[bool, _Part] = {}
+        self._tails: dict[bool, tuple[float, bytes]] = {}
+        self._bodies: dict[tuple[bool, bool], _Body] = {}
         self.renders = 0  # how many times a snapshot was rendered: once per snapshot and format
-
-    def _cached(self, openmetrics: bool) -> _Cached:
-        snapshot = self._store.snapshot()
-        cached = self._cache.get(openmetrics)
-        if cached is not None and cached.snapshot is snapshot:
-            return cached
-        with self._locks[openmetrics]:
-            cached = self._cache.get(openmetrics)
-            if cached is None or cached.snapshot is not snapshot:
-                cached = _Cached(snapshot, render(snapshot, openmetrics=openmetrics))
-                self._cache[openmetrics] = cached
-                self.renders += 1
-            return cached
 
     def response(self, accept: str | None, accept_encoding: str | None) -> Response:
         _, content_type = choose_encoder(accept or "")
         openmetrics = content_type.startswith(OPENMETRICS)
-        cached = self._cached(openmetrics)
-        tail = (generate_openmetrics if openmetrics else generate_latest)(self._process)
-        if accepts_gzip(accept_encoding):
-            return Response(cached.gzipped(tail), content_type, "gzip")
-        return Response(cached.body + tail, content_type, None)
+        packed = accepts_gzip(accept_encoding)
+        encoding = "gzip" if packed else None
+        snapshot = self._store.snapshot()
+        key = (openmetrics, packed)
+        body = self._bodies.get(key)
+        if body is None or not self._fresh(body, snapshot):
+            with self._lock:
+                body = self._bodies.get(key)
+                if body is None or not self._fresh(body, snapshot):
+                    body = self._bodies[key] = self._build(snapshot, openmetrics, packed)
+        return Response(body.body, content_type, encoding)
+
+    def _fresh(self, body: _Body, snapshot: Snapshot) -> bool:
+        return body.snapshot is snapshot and time.monotonic() - body.tail_at < self._process_ttl
+
+    def _build(self, snapshot: Snapshot, openmetrics: bool, packed: bool) -> _Body:
+        """Under the lock: reuse this snapshot's render and recent process lines if there are."""
+        part = self._parts.get(openmetrics)
+        if part is None or part.snapshot is not snapshot:
+            part = _Part(snapshot, render(snapshot, openmetrics=openmetrics))
+            self._parts[openmetrics] = part
+            self.renders += 1
+        tail_at, tail = self._tails.get(openmetrics, (-self._process_ttl, b""))
+        if time.monotonic() - tail_at >= self._process_ttl:
+            tail_at = time.monotonic()
+            tail = (generate_openmetrics if openmetrics else generate_latest)(self._process)
+            self._tails[openmetrics] = (tail_at, tail)
+        return _Body(snapshot, tail_at, part.gzipped(tail) if packed else part.body + tail)

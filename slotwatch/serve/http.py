@@ -42,6 +42,7 @@ HEAD_TIMEOUT = 10.0  # seconds a connection may take to send a whole request hea
 WRITE_TIMEOUT = 30.0  # seconds an answer may take to be written to a slow reader
 HEAD_LIMIT = 16 * 1024  # bytes of request line and headers
 REQUESTS_PER_CONNECTION = 1000
+ACCEPT_BATCH = 16
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -156,9 +157,13 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_log_loop_error)
         self._loop, self._stopping = loop, asyncio.Event()
+        # asyncio accepts up to `backlog` connections per wake-up before any handler runs (and
+        # could exhaust the fds before `_shed` gets a say): accept in small batches, then give
+        # the kernel's queue its full length back.
         server = await asyncio.start_server(
-            self._connection, sock=self._sock, backlog=self._backlog, limit=HEAD_LIMIT
+            self._connection, sock=self._sock, backlog=ACCEPT_BATCH, limit=HEAD_LIMIT
         )
+        self._sock.listen(self._backlog)
         self._ready.set()
         try:
             await self._stopping.wait()

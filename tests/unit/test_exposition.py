@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 from metrics_fixture import PROD, REPLICA, SNAPSHOT, many_slots
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
+from prometheus_client.registry import Collector
 
+from sandbox.waiting import wait_until
 from slotwatch.serve.collector import SlotwatchCollector
 from slotwatch.serve.exposition import Exposition, accepts_gzip, render
 from slotwatch.serve.store import Snapshot
@@ -78,7 +82,7 @@ def test_a_burst_of_scrapes_renders_a_snapshot_once_and_a_new_snapshot_once_more
     store.current = Snapshot((replace(PROD, polls_skipped=PROD.polls_skipped + 1), REPLICA))
     body = exposition.response(None, None).body
     assert exposition.renders == 2
-    assert b"slotwatch_polls_skipped_total{target=\"prod\"} 4.0\n" in body
+    assert b'slotwatch_polls_skipped_total{target="prod"} 4.0\n' in body
     assert body == render(store.current)
 
 
@@ -153,3 +157,30 @@ def test_gzip_when_accepted_decompresses_to_the_identity_body(accept: str | None
 )
 def test_accept_encoding_is_read_as_http_defines_it(header: str | None, gzip_ok: bool) -> None:
     assert accepts_gzip(header) is gzip_ok
+
+
+def test_a_burst_shares_its_process_lines_and_later_scrapes_read_them_again() -> None:
+    class Reads(Collector):
+        count = 0
+
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            Reads.count += 1
+            yield GaugeMetricFamily(
+                "process_reads", "How often the process lines were read.", value=Reads.count
+            )
+
+    process = CollectorRegistry(auto_describe=False)
+    process.register(Reads())
+    exposition = Exposition(_Swappable(SNAPSHOT), process, process_ttl=0.2)
+    first = exposition.response(None, None).body
+    assert [exposition.response(None, None).body for _ in range(20)] == [first] * 20
+    assert b"\nprocess_reads 1.0\n" in first
+    later = wait_until(
+        lambda: (body := exposition.response(None, None).body) != first and body,
+        5,
+        interval=0.05,
+        message="process lines read again",
+    )
+    assert later.startswith(render(SNAPSHOT))
+    assert b"\nprocess_reads 2.0\n" in later
+    assert exposition.renders == 1

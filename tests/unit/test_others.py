@@ -3,16 +3,22 @@ and the poll rows they come from. Pure: hand-made rows, no database."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
+from metrics_fixture import GIB, MIB, SNAPSHOT
 
+from slotwatch.config.settings import load_settings
+from slotwatch.errors import ConfigError
 from slotwatch.judge.memory import Memory
 from slotwatch.judge.others import OWNER_NAMES, owner_guess, watch_others
 from slotwatch.model import OtherSlotRow, PollResult, ServerRow, Thresholds
 from slotwatch.poll.db import carry_counters, parse_poll
 from slotwatch.poll.queries import poll_statement
 from slotwatch.report import status_table
+from slotwatch.serve.metrics import FAMILIES
 from slotwatch.serve.store import Snapshot, TargetView
 from slotwatch.wiring import same_slots
 
@@ -93,11 +99,13 @@ def test_top_k_holds_the_most_wal_and_the_counts_hold_every_slot() -> None:
 def test_a_slot_holding_no_wal_ranks_last_with_no_figure() -> None:
     rows = (
         other("never_reserved", slot_type="physical", plugin=None, restart_lsn=None),
+        other("z_caught_up", restart_lsn=HEAD),  # holds 0 bytes: still ranks before "none"
         other("a"),
     )
     others, _ = watch_others(rows, server(), {}, 1000.0, top=10)
     assert [(v.row.name, v.retained_wal_bytes) for v in others.top] == [
         ("a", 1000),
+        ("z_caught_up", 0),
         ("never_reserved", None),
     ]
 
@@ -322,3 +330,87 @@ def test_status_table_lists_other_slots_in_their_own_section() -> None:
     ]
     assert lines[2].split()[:5] == ["prod", "standby_gone", "physical", "physical", "yes"]
     assert "the oldest WAL (12.0MiB) is held by powersync_1_a0b1" in section
+
+
+# --- the metric table --------------------------------------------------------------------------
+
+
+def test_the_table_exports_other_slots_and_who_pins_pg_wal_only_for_a_target_that_is_up() -> None:
+    samples = {f.name: list(f.samples(SNAPSHOT)) for f in FAMILIES}
+    assert samples["slotwatch_wal_retained_bytes"] == [(("prod",), 3 * GIB)]
+    assert samples["slotwatch_wal_retained_by"] == [(("prod", "powersync_1_a0b1"), 1)]
+    assert samples["slotwatch_other_slots"] == [(("prod", "true"), 1), (("prod", "false"), 2)]
+    assert samples["slotwatch_other_slot_info"] == [
+        (("prod", "powersync_1_a0b1", "logical", "pgoutput", "postgres", "powersync"), 1),
+        (("prod", "standby_gone", "physical", "", "", "physical"), 1),
+    ]
+    assert samples["slotwatch_other_slot_retained_wal_bytes"] == [
+        (("prod", "powersync_1_a0b1"), 3 * GIB),
+        (("prod", "standby_gone"), MIB),
+    ]
+    assert samples["slotwatch_other_slot_active"] == [
+        (("prod", "powersync_1_a0b1"), 0),
+        (("prod", "standby_gone"), 1),
+    ]
+    assert samples["slotwatch_other_slot_inactive_seconds"] == [
+        (("prod", "powersync_1_a0b1"), 86_400.0 * 12),
+        (("prod", "standby_gone"), 0.0),
+    ]
+
+
+# --- the settings ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("SLOTWATCH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SLOTWATCH_DSN", "postgresql://mon@127.0.0.1/app")
+    return monkeypatch
+
+
+def test_other_slots_top_and_slot_database_default_to_ten_and_every_database(
+    env: pytest.MonkeyPatch,
+) -> None:
+    _, (target,) = load_settings()
+    assert target.thresholds.other_slots_top == 10
+    assert target.slot_database is None
+    env.setenv("SLOTWATCH_OTHER_SLOTS_TOP", "0")
+    env.setenv("SLOTWATCH_SLOT_DATABASE", "app")
+    _, (target,) = load_settings()
+    assert (target.thresholds.other_slots_top, target.slot_database) == (0, "app")
+    env.setenv("SLOTWATCH_SLOT_DATABASE", "")  # empty, as from a unit file: every database
+    _, (target,) = load_settings()
+    assert target.slot_database is None
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "ten", "true", "1001"])
+def test_a_bad_other_slots_top_is_one_line_naming_the_setting(
+    env: pytest.MonkeyPatch, value: str
+) -> None:
+    env.setenv("SLOTWATCH_OTHER_SLOTS_TOP", value)
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "SLOTWATCH_OTHER_SLOTS_TOP: must be a whole number from 0 (off) to 1000"
+    )
+
+
+def test_each_target_of_the_file_has_its_own_database_and_top_k(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env.delenv("SLOTWATCH_DSN")
+    config = tmp_path / "slotwatch.toml"
+    config.write_text(
+        "other_slots_top = 3\n"
+        '[[targets]]\nname = "app"\ndsn = "postgresql://mon@h/app"\nslot_database = "app"\n'
+        '[[targets]]\nname = "shop"\ndsn = "postgresql://mon@h/shop"\nother_slots_top = 0\n'
+        '[[targets]]\nname = "bad"\ndsn = "postgresql://mon@h/x"\nother_slots_top = true\n'
+    )
+    with pytest.raises(ConfigError, match=r"targets\[2\]\.other_slots_top: must be a whole"):
+        load_settings(config)
+    config.write_text(config.read_text().rsplit("[[targets]]", 1)[0])
+    _, (app, shop) = load_settings(config)
+    assert (app.slot_database, app.thresholds.other_slots_top) == ("app", 3)
+    assert (shop.slot_database, shop.thresholds.other_slots_top) == (None, 0)

@@ -1,9 +1,9 @@
 /* slotwatch: poll */
 -- One statement for PostgreSQL 13 to 18: queries.py keeps each marked fragment (a NAME-else-ALT
 -- comment, the text, an end comment) or replaces it with ALT, for the session's server version
--- and privileges (the only place that looks at either). One row per slot of the server (every slot: the disk does not
--- care which one holds the WAL), each carrying the server's figures; one row of NULL slot
--- columns when the server has none. Plain rows, not server-built JSON: json_agg over 1,000 slots
+-- and privileges (the only place that looks at either). One row per slot of the server (every
+-- slot: the disk does not care which one holds the WAL), each carrying the server's figures;
+-- one row of NULL slot columns when the server has none. Plain rows, not server-built JSON: json_agg over 1,000 slots
 -- cost the server more than the rest of the statement.
 WITH server AS (
     SELECT pg_catalog.current_setting('server_version_num')::int AS version_num,
