@@ -87,3 +87,36 @@ def test_the_setting_is_validated_and_normalised() -> None:
     assert settings.shard == "1/3"
     assert settings.shard_of_targets() == Shard(1, 3)
     assert Settings(dsn="host=x", shard="").shard_of_targets() is None  # type: ignore[arg-type]
+
+
+def _config(shard: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SLOTWATCH_SHARD": shard,
+        "SLOTWATCH_DSN": "host=127.0.0.1 dbname=app user=watcher password=s3cret-canary",
+    }
+    code = "from slotwatch.cli import main; raise SystemExit(main(['config']))"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_config_refuses_a_bad_shard_in_one_line_with_exit_78() -> None:
+    done = _config("2/2")
+    assert done.returncode == 78
+    assert done.stderr.strip().splitlines() == [
+        "slotwatch: SLOTWATCH_SHARD: must be i/n with 0 <= i < n (i counts from 0)"
+    ]
+    assert "s3cret-canary" not in done.stdout + done.stderr
+
+
+def test_config_shows_the_shard_and_this_replicas_share() -> None:
+    done = _config("0/1")
+    assert done.returncode == 0, done.stderr
+    assert '"shard": "0/1"' in done.stdout
+    assert '"shard_targets": [\n    "default"\n  ]' in done.stdout
