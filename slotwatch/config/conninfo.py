@@ -14,6 +14,7 @@ import ctypes.util
 import importlib.util
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 
 class ConninfoError(ValueError):
@@ -64,19 +65,30 @@ def parse_conninfo(dsn: str) -> dict[str, str]:
     lib = _libpq()
     if lib is None:
         return _parse_with_driver(dsn)
-    options = lib.PQconninfoParse(dsn.encode(), None)
+    try:
+        # An environment variable holding bytes that are not UTF-8 arrives with surrogates.
+        encoded = dsn.encode()
+    except UnicodeError:
+        raise ConninfoError("not a valid libpq connection string") from None
+    options = lib.PQconninfoParse(encoded, None)
     if not options:
         raise ConninfoError("not a valid libpq connection string")
     try:
-        params: dict[str, str] = {}
-        for option in options:
-            if option.keyword is None:
-                break
-            if option.val is not None:
-                params[option.keyword.decode()] = option.val.decode()
-        return params
+        return _values(options)
+    except UnicodeError:
+        raise ConninfoError("not a valid libpq connection string") from None
     finally:
         lib.PQconninfoFree(options)
+
+
+def _values(options: Any) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for option in options:
+        if option.keyword is None:
+            break
+        if option.val is not None:
+            params[option.keyword.decode()] = option.val.decode()
+    return params
 
 
 def _parse_with_driver(dsn: str) -> dict[str, str]:
@@ -84,5 +96,5 @@ def _parse_with_driver(dsn: str) -> dict[str, str]:
 
     try:
         return {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(dsn).items()}
-    except psycopg.ProgrammingError:
+    except (psycopg.ProgrammingError, UnicodeError):
         raise ConninfoError("not a valid libpq connection string") from None

@@ -80,6 +80,12 @@ def test_conninfo_is_read_as_the_driver_reads_it(dsn: str) -> None:
     assert parse_conninfo(dsn) == psycopg.conninfo.conninfo_to_dict(dsn)
 
 
+def test_conninfo_that_is_not_utf8_is_refused() -> None:
+    # os.environ hands undecodable bytes over as surrogates.
+    with pytest.raises(ConninfoError):
+        parse_conninfo("host=db password=\udcff")
+
+
 @pytest.mark.parametrize("dsn", ["postgresql://u@[::1:5432/db", "host='unterminated", "nokey"])
 def test_conninfo_the_driver_refuses_is_refused_without_repeating_it(dsn: str) -> None:
     with pytest.raises(psycopg.ProgrammingError):
@@ -87,3 +93,12 @@ def test_conninfo_the_driver_refuses_is_refused_without_repeating_it(dsn: str) -
     with pytest.raises(ConninfoError) as caught:
         parse_conninfo(dsn)
     assert dsn not in str(caught.value)
+
+
+def test_without_a_loadable_libpq_the_driver_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slotwatch.config import conninfo  # noqa: PLC0415 - the module whose loader is replaced
+
+    monkeypatch.setattr(conninfo, "_libpq", lambda: None)
+    assert parse_conninfo(DSNS[0]) == psycopg.conninfo.conninfo_to_dict(DSNS[0])
+    with pytest.raises(ConninfoError):
+        parse_conninfo("nokey")
