@@ -102,7 +102,10 @@ def ensure_exporter() -> str:
         try:
             env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
             subprocess.run(
-                ["apt-get", "install", "-y", "-q", EXPORTER_PACKAGE],
+                ["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, timeout=600
+            )
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", EXPORTER_PACKAGE],
                 check=True,
                 env=env,
                 capture_output=True,
@@ -111,12 +114,16 @@ def ensure_exporter() -> str:
         finally:
             if ours:
                 policy.unlink()
-    if shutil.which("systemctl"):
-        # Installed by someone else or just now: its unit must never start on this machine.
-        for verb in ("stop", "disable", "mask"):
-            subprocess.run(
-                ["systemctl", verb, EXPORTER_PACKAGE], capture_output=True, check=False, timeout=60
-            )
+        if shutil.which("systemctl"):
+            # The package enables its unit on install: it must never start on this machine. A
+            # unit that was there before the run is the machine owner's and is left alone.
+            for verb in ("stop", "disable", "mask"):
+                subprocess.run(
+                    ["systemctl", verb, EXPORTER_PACKAGE],
+                    capture_output=True,
+                    check=False,
+                    timeout=60,
+                )
     version = subprocess.run(
         [EXPORTER, "--version"], capture_output=True, text=True, check=True, timeout=30
     )
