@@ -22,9 +22,9 @@ from sandbox.waiting import wait_until
 from slotwatch.config.shard import Shard, share
 from tests.slotwatch_proc import SlotwatchProcess
 
-INTERVAL = 3.0  # poll interval of the fleet test, seconds
-CONNECT_TIMEOUT = 5  # a black-holed poll holds its worker this long: more than one interval
-SLACK = 1.5  # scheduling and the poll's own duration, on a loaded 2-core machine
+INTERVAL = 4.0  # poll interval of the fleet test, seconds
+CONNECT_TIMEOUT = 10  # a black-holed poll holds its worker this long: beyond two intervals
+SLACK = 2.0  # scheduling and the poll's own duration, on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
