@@ -1,4 +1,4 @@
-"""The command line (SPEC §5): parse, dispatch to a verb, and turn errors into exit codes.
+"""The command line (docs/contract.md §5): parse, dispatch a verb, turn errors into exit codes.
 
 This is the only module that exits. Every error is one line on stderr; a traceback is shown
 only when the log level is debug.
@@ -16,10 +16,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, NoReturn
 
 from slotwatch import __version__
-from slotwatch.errors import DatabaseUnreachable, PermissionDenied, SlotwatchError, UsageError
+from slotwatch.errors import DatabaseUnreachable, SlotwatchError, UsageError
 
 if TYPE_CHECKING:
     from slotwatch.config.settings import Settings, Target
@@ -107,7 +108,9 @@ def _select(targets: tuple[Target, ...], name: str | None) -> tuple[Target, ...]
     chosen = tuple(t for t in targets if t.name == name)
     if not chosen:
         known = ", ".join(t.name for t in targets)
-        raise UsageError(f"--target {name}: no such target (configured: {known})")
+        from slotwatch.drop.text import shown
+
+        raise UsageError(f"--target {shown(name)}: no such target (configured: {known})")
     return chosen
 
 
@@ -122,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from slotwatch.poll.db import error_exception
     from slotwatch.report import status_document, status_table
     from slotwatch.wiring import poll_once
 
@@ -134,12 +138,12 @@ def _status(args: argparse.Namespace) -> int:
     down = [view for view in snapshot.targets if not view.up]
     if down:
         error = down[0].last_poll.error if down[0].last_poll else None
-        message = f"{down[0].name}: {error.message if error else 'not polled'}"
-        if error is not None and error.reason == "auth":
-            raise PermissionDenied(message + " (check the role, its password and pg_hba.conf)")
-        if error is not None and error.reason == "tls":
+        if error is None:
+            raise DatabaseUnreachable(f"{down[0].name}: not polled")
+        message = f"{down[0].name}: {error.message}"
+        if error.reason == "tls":
             message += " (check sslmode, sslrootcert and that the DSN's host is in the certificate)"
-        raise DatabaseUnreachable(message)
+        raise error_exception(replace(error, message=message))
     return 0
 
 

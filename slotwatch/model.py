@@ -14,7 +14,7 @@ INF = float("inf")
 
 
 class SlotState(StrEnum):
-    """SPEC §2, in order of precedence: the first that applies wins."""
+    """docs/contract.md §2, in order of precedence: the first that applies wins."""
 
     LOST = "lost"
     AT_RISK = "at_risk"
@@ -106,6 +106,10 @@ class OtherSlotRow:
 class PollError:
     reason: str  # one of POLL_ERROR_REASONS
     message: str  # one line, secret-free
+    hint: str = ""  # what to change, for a verb's one-line error (not part of the message)
+    # The settings name something the server does not have (a database): fixed in the
+    # configuration (exit 78), not by waiting for the network or a GRANT.
+    misconfigured: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +143,44 @@ class ProbeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumerReading:
+    """One GET of the consumer's own Prometheus endpoint (PowerSync's telemetry port), parsed.
+
+    Counter values are summed over their series; None when the endpoint did not carry them.
+    """
+
+    url: str
+    checked_at: float
+    up: bool
+    duration: float
+    rows: float | None = None  # powersync_rows_replicated_total
+    data_bytes: float | None = None  # powersync_data_replicated_bytes_total
+    transactions: float | None = None  # powersync_transactions_replicated_total
+    chunks: float | None = None  # powersync_chunks_replicated_total
+    lag_seconds: float | None = None  # powersync_replication_lag_seconds
+    error: str | None = None  # one line when down
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerAccount:
+    """The consumer's own account so far: its latest reading and when it last applied rows.
+
+    `progress_at` is the reading at which the applied-rows counter was first seen at its present
+    value (the first successful reading, before any rise): seconds since then are measured from
+    below, like slotwatch's other clocks. `rising` says it rose between the last two readings.
+    """
+
+    reading: ConsumerReading
+    progress_at: float | None = None  # None until a reading carried the counter
+    rising: bool = False
+    last_rows: float | None = None  # the counter at the last successful reading
+    rose_by: float = 0.0  # how much it rose between the last two readings
+    rose_over: float = 0.0  # over how many seconds
+
+
+@dataclass(frozen=True, slots=True)
 class Thresholds:
-    """The knobs of SPEC §2, in seconds and bytes."""
+    """The knobs of docs/contract.md §2, in seconds and bytes."""
 
     stall_after: float = 300.0
     inactive_after: float = 120.0
@@ -166,6 +206,28 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """The walsender holding a slot, as slotwatch first saw it."""
+
+    pid: int | None
+    since: float  # the first poll that saw this walsender hold the slot
+    seen_attaching: bool  # False for one already there when slotwatch first looked
+    # Seconds the slot had been without a walsender when it came (as the last poll saw it);
+    # None when it took over from another walsender between two polls.
+    after_inactive: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tries:
+    """Walsenders that attached since confirmed_flush_lsn last moved, and how they fared."""
+
+    count: int = 0  # attaches seen since the position last moved (the current one included)
+    failed: int = 0  # of those, how many left again without the position moving
+    first_at: float | None = None  # the poll that saw the first of them
+    longest_failed_hold: float = 0.0  # seconds the longest-held of the failed ones held the slot
+
+
+@dataclass(frozen=True, slots=True)
 class SlotTrack:
     """What slotwatch remembers about a slot between polls (pure state, advanced per poll)."""
 
@@ -174,6 +236,10 @@ class SlotTrack:
     stall_since: float | None  # since when confirmed_flush has not moved with WAL waiting
     inactive_since: float | None  # local observation, used when the server cannot tell us
     samples: tuple[Sample, ...] = field(default_factory=tuple)
+    confirmed_since: float | None = None  # first poll that saw confirmed_flush_lsn where it is
+    walsender: Attachment | None = None  # who held the slot at the last poll
+    tries: Tries = field(default_factory=Tries)
+    inactive_seconds: float = 0.0  # how long the slot had been without a walsender, last poll
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,6 +128,7 @@ def target_document(view: TargetView) -> dict[str, Any]:
             if probe is not None
             else None
         ),
+        "consumer": consumer_document(view) if view.consumer_enabled else None,
         "slots": [slot_document(slot) for slot in view.slots],
         # Slots not matching the pattern: counted, and the top K by retained WAL listed.
         "other_slots": (
@@ -140,6 +141,58 @@ def target_document(view: TargetView) -> dict[str, Any]:
             else None
         ),
     }
+
+
+def consumer_document(view: TargetView) -> dict[str, Any] | None:
+    """The consumer's own account (its metrics endpoint), as the last reading left it."""
+    account = view.consumer
+    if account is None:
+        return None
+    r = account.reading
+    age = (
+        max(0.0, r.checked_at - account.progress_at) if account.progress_at is not None else None
+    )
+    return {
+        "url": r.url,
+        "up": r.up,
+        "error": r.error,
+        "checked_at": _iso(r.checked_at),
+        "duration_seconds": _finite(r.duration),
+        "rows_replicated_total": r.rows,
+        "data_replicated_bytes_total": r.data_bytes,
+        "transactions_replicated_total": r.transactions,
+        "chunks_replicated_total": r.chunks,
+        "replication_lag_seconds": r.lag_seconds,
+        "applying_rows": account.rising,
+        "progress_age_seconds": _finite(age),
+    }
+
+
+def consumer_text(view: TargetView) -> str | None:
+    """One line for `slotwatch status`: what the consumer's own metrics say."""
+    if not view.consumer_enabled:
+        return None
+    account = view.consumer
+    if account is None:
+        return "consumer metrics: not read yet"
+    r = account.reading
+    if not r.up:
+        return f"consumer metrics: down ({r.error})"
+    if r.rows is None:
+        rows = "no powersync_rows_replicated_total"
+    elif account.rising:
+        rows = (
+            f"rows_replicated {r.rows:.0f}, rose by {account.rose_by:.0f} in "
+            f"{format_duration(account.rose_over)}: applying changes"
+        )
+    else:
+        rows = f"rows_replicated {r.rows:.0f}, not seen rising"
+    lag = (
+        f"; PowerSync's own replication lag {format_duration(r.lag_seconds)}"
+        if r.lag_seconds is not None
+        else ""
+    )
+    return f"consumer metrics: up, {rows}{lag}"
 
 
 def status_document(snapshot: Snapshot) -> dict[str, Any]:
@@ -167,6 +220,9 @@ def status_table(snapshot: Snapshot) -> str:
     notes: list[str] = []
     for view in snapshot.targets:
         probe = _probe_text(view)
+        consumer = consumer_text(view)
+        if consumer is not None:
+            notes.append(f"  {view.name}: {consumer}")
         if not view.up:
             error = view.last_poll.error if view.last_poll else None
             message = f"{error.reason}: {error.message}" if error else "not polled yet"

@@ -23,12 +23,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from slotwatch.config.settings import Settings, Target
 from slotwatch.logs import get_logger
 from slotwatch.model import SlotState, StateChange
+from slotwatch.poll import consumer
 from slotwatch.poll.probe import Prober
 from slotwatch.report import status_document
 from slotwatch.serve.exposition import Exposition
 from slotwatch.serve.http import HttpServer
 from slotwatch.serve.store import TargetView
-from slotwatch.wiring import Recorder, connections, target_views
+from slotwatch.wiring import Recorder, connections, consumer_fresh_for, target_views
 
 log = get_logger(__name__)
 
@@ -66,7 +67,7 @@ def log_changes(changes: list[StateChange]) -> None:
 
 
 def workers_for(targets: tuple[Target, ...]) -> int:
-    """A worker for each job that may run at once: every target's poll, and its probe if any.
+    """A worker for each job that may run at once: every target's poll, probe and consumer read.
 
     A black-holed target holds its worker until the connect timeout, longer than a poll
     interval; with fewer workers than jobs, enough black holes would queue every other target's
@@ -74,7 +75,8 @@ def workers_for(targets: tuple[Target, ...]) -> int:
     not pay for them. The one spare runs a job whose previous run is finishing.
     """
     probes = sum(1 for t in targets if t.liveness_url is not None)
-    return len(targets) + probes + 1
+    consumers = sum(1 for t in targets if t.consumer_metrics_url is not None)
+    return len(targets) + probes + consumers + 1
 
 
 class Service:
@@ -83,7 +85,9 @@ class Service:
     def __init__(self, settings: Settings, targets: tuple[Target, ...]) -> None:
         self.settings = settings
         self.targets = targets
-        self._recorder = Recorder(target_views(targets))
+        self._recorder = Recorder(
+            target_views(targets), consumer_fresh_for=consumer_fresh_for(settings)
+        )
         self.store = self._recorder.store
         self.metrics = Exposition(self.store)
         self._connections = connections(settings, targets)
@@ -95,6 +99,8 @@ class Service:
         self._last_attempt: dict[str, float] = {}
         self._started = time.time()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._hangups = 0
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=workers_for(targets))},
             job_defaults={"coalesce": True, "max_instances": 1},
@@ -136,6 +142,18 @@ class Service:
                 error=result.error,
             )
         self.store.record_probe(name, result)
+
+    def read_consumer(self, name: str, url: str) -> None:
+        reading = consumer.read(url, self.settings.probe_timeout)
+        before = self._view(name).consumer
+        if before is None or before.reading.up != reading.up:
+            (log.info if reading.up else log.warning)(
+                "consumer metrics up" if reading.up else "consumer metrics down",
+                target=name,
+                url=url,
+                error=reading.error,
+            )
+        self._recorder.record_consumer(name, reading)
 
     def _on_event(self, event: JobEvent) -> None:
         job_id = str(event.job_id)
@@ -193,6 +211,16 @@ class Service:
                     next_run_time=_utc(now),
                     misfire_grace_time=max(1, int(self.settings.probe_interval)),
                 )
+            if target.consumer_metrics_url is not None:
+                self._scheduler.add_job(
+                    self.read_consumer,
+                    "interval",
+                    args=[target.name, target.consumer_metrics_url],
+                    id=f"consumer:{target.name}",
+                    seconds=self.settings.probe_interval,
+                    next_run_time=_utc(now),
+                    misfire_grace_time=max(1, int(self.settings.probe_interval)),
+                )
         self._scheduler.start()
         host, _ = self.settings.listen_address()
         log.info(
@@ -209,11 +237,27 @@ class Service:
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: only noted here; the main loop says what it means (see `wait`)."""
+        self._hangups += 1
+        self._wake.set()
 
     def wait(self) -> None:
         # Event.wait with a timeout stays interruptible by signals on every platform.
-        while not self._stop.wait(timeout=1.0):
-            pass
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._hangups:
+                self._hangups = 0
+                # SIGHUP used to kill the daemon silently (Python's default). It reloads
+                # nothing: settings and secrets are read once, at start, and a half-applied
+                # reload would be worse than none. Say so, and keep watching.
+                log.warning(
+                    "SIGHUP received: slotwatch does not reload its settings; "
+                    "restart it to apply a change (it keeps running as it is)"
+                )
 
     def shutdown(self) -> None:
         """Finish the polls in flight, then stop the scheduler, HTTP and connections."""
@@ -228,7 +272,7 @@ class Service:
         log.info("slotwatch stopped")
 
     def run(self) -> None:
-        with _stop_on_signals(self.request_stop):
+        with _stop_on_signals(self.request_stop, self.request_reload):
             self.start()
             try:
                 self.wait()
@@ -254,13 +298,15 @@ def _utc(epoch: float) -> datetime:
 
 
 @contextmanager
-def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGTERM/SIGINT only set a flag; the main loop does the work."""
+def _stop_on_signals(stop: Callable[[], None], hangup: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM/SIGINT and SIGHUP only set a flag; the main loop does the work."""
 
     def handler(signum: int, frame: object) -> None:
-        stop()
+        (hangup if signum == signal.SIGHUP else stop)()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    }
     try:
         yield
     finally:

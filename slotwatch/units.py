@@ -5,24 +5,16 @@ from __future__ import annotations
 import math
 import re
 
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
 # The sign is matched so that `-5m` is refused as negative, not as unreadable.
 _DURATION = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-_SIZE = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([kKMGT]i?B|B|kB)?\s*$")
-_SIZE_UNITS = {
-    "B": 1,
-    "kB": 1000,
-    "KB": 1000,
-    "MB": 1000**2,
-    "GB": 1000**3,
-    "TB": 1000**4,
-    "KiB": 1024,
-    "kiB": 1024,
-    "MiB": 1024**2,
-    "GiB": 1024**3,
-    "TiB": 1024**4,
-}
+# Sizes beyond this are typos, not disks: a PiB of WAL is more than any server slotwatch watches.
+MAX_SIZE = 1024**5
+_SIZE_ERROR = "expected a size such as 1048576, 16MiB or 4GiB"
+_BYTE_SIZE = TypeAdapter(ByteSize)
 
 
 def parse_duration(value: object) -> float:
@@ -46,25 +38,22 @@ def parse_duration(value: object) -> float:
 
 
 def parse_size(value: object) -> int:
-    """Bytes from `1048576`, `16MiB`, `4GiB`, `512MB`; raises ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 16MiB or 4GiB")
-    if isinstance(value, int):
-        size = float(value)
-    elif isinstance(value, float):
-        size = value
-    elif isinstance(value, str):
-        match = _SIZE.match(value)
-        if not match:
-            raise ValueError("expected a size such as 1048576, 16MiB or 4GiB")
-        size = float(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
-    else:
-        raise ValueError("expected a size such as 16MiB or 4GiB")
-    if not math.isfinite(size):
+    """Bytes from `1048576`, `16MiB`, `4GiB`, `512MB` (pydantic's ByteSize: `MB` is 1000**2,
+    `MiB` 1024**2, units in any case); raises ValueError otherwise, or beyond MAX_SIZE."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(_SIZE_ERROR)
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("expected a finite size such as 16MiB or 4GiB")
-    if size < 0:
+    text = str(value).strip()
+    if text.startswith("-"):
         raise ValueError("a size cannot be negative")
-    return int(size)
+    try:
+        size = int(_BYTE_SIZE.validate_python(value if not isinstance(value, str) else text))
+    except ValidationError:
+        raise ValueError(_SIZE_ERROR) from None
+    if size > MAX_SIZE:
+        raise ValueError("must be at most 1PiB")
+    return size
 
 
 def format_bytes(value: float | None) -> str:

@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from slotwatch.config.settings import Settings, Target
 from slotwatch.judge.memory import Memory
 from slotwatch.logs import get_logger
-from slotwatch.model import PollResult, StateChange
+from slotwatch.model import ConsumerReading, PollResult, StateChange
+from slotwatch.poll import consumer
 from slotwatch.poll.db import TargetConnection
 from slotwatch.poll.probe import Prober
 from slotwatch.serve.store import Snapshot, Store, TargetView
@@ -29,6 +30,7 @@ def target_views(targets: tuple[Target, ...]) -> list[TargetView]:
             thresholds=t.thresholds,
             probe_enabled=t.liveness_url is not None,
             slot_database=t.slot_database,
+            consumer_enabled=t.consumer_metrics_url is not None,
         )
         for t in targets
     ]
@@ -66,13 +68,26 @@ def same_slots(
     ]
 
 
-class Recorder:
-    """The one path from a poll result to the snapshot: judged by each target's memory, then
-    handed to the store, which only holds it."""
+def consumer_fresh_for(settings: Settings) -> float:
+    """How old a reading of the consumer's metrics may be and still speak for a poll: two probe
+    intervals (one late or failed reading) plus the time a reading may take."""
+    return 2 * settings.probe_interval + settings.probe_timeout
 
-    def __init__(self, views: list[TargetView], *, one_shot: bool = False) -> None:
+
+class Recorder:
+    """The one path from a poll result (or a reading of the consumer's metrics) to the snapshot:
+    judged by each target's memory, then handed to the store, which only holds it."""
+
+    def __init__(
+        self, views: list[TargetView], *, one_shot: bool = False, consumer_fresh_for: float = 0.0
+    ) -> None:
         self.store = Store(views)
-        self._memory = {v.name: Memory(v.name, v.thresholds, one_shot=one_shot) for v in views}
+        self._memory = {
+            v.name: Memory(
+                v.name, v.thresholds, one_shot=one_shot, consumer_fresh_for=consumer_fresh_for
+            )
+            for v in views
+        }
         self._scopes = {v.name: v.slot_database for v in views}
         self._clusters: dict[str, tuple[int, str | None]] = {}
         self._warned: set[str] = set()
@@ -105,14 +120,23 @@ class Recorder:
             slot_database=scope or "every database",
         )
 
+    def record_consumer(self, target: str, reading: ConsumerReading) -> None:
+        self.store.record_consumer(target, self._memory[target].record_consumer(reading))
+
 
 def poll_once(settings: Settings, targets: tuple[Target, ...]) -> Snapshot:
     """Poll and probe every target at once; a one-shot store knows it has no stall window."""
-    recorder = Recorder(target_views(targets), one_shot=True)
+    recorder = Recorder(
+        target_views(targets), one_shot=True, consumer_fresh_for=consumer_fresh_for(settings)
+    )
     store = recorder.store
     conns = connections(settings, targets)
 
     def one(target: Target) -> None:
+        if target.consumer_metrics_url is not None:
+            recorder.record_consumer(
+                target.name, consumer.read(target.consumer_metrics_url, settings.probe_timeout)
+            )
         try:
             recorder.record_poll(conns[target.name].poll())
         finally:

@@ -1,48 +1,83 @@
-"""The TOML config file: read it and refuse any key slotwatch does not know, with a hint.
+"""Files slotwatch reads at start-up (the TOML config, `*_FILE` secrets): bounded reads, and
+the config file's keys checked, with a hint.
 
-A misspelt key must not fall back to a default silently, at the top level or in a `[[targets]]`
-entry. The file's values are returned as they are; settings.py validates them.
+Only a regular file is read (a FIFO would block forever, /dev/zero would never end), opened
+without blocking and read up to a cap. A misspelt key must not fall back to a default silently,
+at the top level or in a `[[targets]]` entry. The file's values are returned as they are;
+settings.py validates them.
 """
 
 from __future__ import annotations
 
-import difflib
+import os
+import stat
 import tomllib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from slotwatch.config.names import did_you_mean
 from slotwatch.config.targets import TARGET_KEYS
 from slotwatch.errors import ConfigError
+
+CONFIG_FILE_MAX_BYTES = 1024 * 1024
+SECRET_FILE_MAX_BYTES = 64 * 1024
+
+
+def read_small_file(path: Path, limit: int, what: str) -> str:
+    """The UTF-8 text of a regular file of at most `limit` bytes; else ConfigError naming `what`."""
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer must not wait; a regular file ignores it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{what}: {path} is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise ConfigError(f"{what}: {path} is larger than {limit} bytes")
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: {path} is not UTF-8 text") from None
 
 
 def read_config_file(path: Path, top_keys: Collection[str]) -> dict[str, Any]:
     """The file's settings, `name` renamed to target_name; `top_keys` may stand at the top."""
+    text = read_small_file(path, CONFIG_FILE_MAX_BYTES, "config file")
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path}: not UTF-8 text (TOML must be UTF-8)") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: not valid TOML: nested too deeply") from None
     if "name" in data:
         # `name` is a target key; at the top level it is spelled target_name.
         data["target_name"] = data.pop("name")
     for key in sorted(set(data) - set(top_keys) - {"name"}):
-        hint = difflib.get_close_matches(key, top_keys, n=1)
-        suggestion = f"; did you mean {hint[0]}?" if hint else ""
-        raise ConfigError(f"config file {path}: unknown setting '{key}'{suggestion}")
+        raise ConfigError(
+            f"config file {path}: unknown setting '{key}'{did_you_mean(key, top_keys)}"
+        )
     targets = data.get("targets", [])
     if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
         raise ConfigError(f"config file {path}: targets must be a list of [[targets]] tables")
     for index, entry in enumerate(targets):
         unknown = sorted(set(entry) - set(TARGET_KEYS))
         if unknown:
-            hint = difflib.get_close_matches(unknown[0], TARGET_KEYS, n=1)
-            suggestion = f"; did you mean {hint[0]}?" if hint else ""
             raise ConfigError(
-                f"config file {path}: targets[{index}]: unknown setting '{unknown[0]}'{suggestion}"
+                f"config file {path}: targets[{index}]: unknown setting '{unknown[0]}'"
+                + did_you_mean(unknown[0], TARGET_KEYS)
             )
     return data

@@ -6,13 +6,20 @@ has to go on: it must be the spelling they can find in their unit file, environm
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 PREFIX = "SLOTWATCH_"
+
+
+def did_you_mean(word: str, choices: Collection[str]) -> str:
+    """`; did you mean poll_interval?` for the closest known name, or nothing."""
+    hint = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {hint[0]}?" if hint else ""
 
 
 def setting_name(where: str, key: str) -> str:

@@ -6,27 +6,31 @@ form replaces the password, and secret_values lists what the log redactor must h
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
 from slotwatch.config.conninfo import ConninfoError, parse_conninfo
+from slotwatch.config.files import SECRET_FILE_MAX_BYTES, read_small_file
 from slotwatch.config.names import setting_name
 from slotwatch.config.targets import Target
 from slotwatch.errors import ConfigError
+from slotwatch.logs import REDACTED
 
-REDACTED = "********"
+__all__ = ["REDACTED", "check_dsn", "read_secret_setting", "redact_dsn", "redact_url"]
+
+_PORTS = re.compile(r"^\d{1,5}(,\d{1,5})*$")
+_ENCODE_HINT = (
+    "; if the password holds '@', '/', '?', '#' or '%', percent-encode it (%40, %2F, %3F, %23, %25)"
+)
 
 
 def _read_secret(path: Path, setting: str) -> SecretStr:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{setting}: {path} is not UTF-8 text") from None
+    text = read_small_file(path, SECRET_FILE_MAX_BYTES, setting).strip()
     if not text:
         raise ConfigError(f"{setting}: {path} is empty")
     return SecretStr(text)
@@ -51,14 +55,24 @@ def read_secret_setting(values: Mapping[str, Any], key: str, where: str) -> Secr
 
 
 def check_dsn(dsn: SecretStr, setting: str) -> None:
-    """Reject a DSN libpq cannot parse, without repeating any of it (it may hold a password)."""
+    """Reject a DSN libpq cannot parse, without repeating any of it (it may hold a password).
+
+    A URI whose password holds an unencoded `@` or `/` parses, but libpq moves the password's
+    tail into `host` or `port`, where every error message and every display would print it: a
+    host with `@` or a port that is not a number is refused here, before anything can echo it.
+    """
     try:
-        parse_conninfo(dsn.get_secret_value())
+        params = parse_conninfo(dsn.get_secret_value())
     except ConninfoError:
         raise ConfigError(
             f"{setting} is not a valid libpq connection string"
-            " (postgresql://user@host:5432/db or 'host=... dbname=...')"
+            " (postgresql://user@host:5432/db or 'host=... dbname=...')" + _ENCODE_HINT
         ) from None
+    host, port = str(params.get("host", "")), str(params.get("port", ""))
+    if "@" in host or "@" in str(params.get("hostaddr", "")):
+        raise ConfigError(f"{setting}: the host holds an '@'{_ENCODE_HINT}")
+    if port and not _PORTS.match(port):
+        raise ConfigError(f"{setting}: the port is not a number{_ENCODE_HINT}")
 
 
 def redact_dsn(dsn: str) -> str:
@@ -72,10 +86,44 @@ def redact_dsn(dsn: str) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
+def _split(url: str) -> SplitResult | None:
+    # The standard parser, not the HTTP client's: `slotwatch config` must not load the client.
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except (ValueError, TypeError):
+        return None
+    return parts
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password in its userinfo replaced; never raises, never echoes a bad URL."""
+    parts = _split(url)
+    if parts is None:
+        return REDACTED
+    if not parts.password:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
+
+
+def _url_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    parts = _split(url)
+    if parts is None or not parts.password:
+        return None
+    return unquote(parts.password) or None
+
+
 def secret_values(targets: tuple[Target, ...]) -> list[str]:
     """The passwords (and whole DSNs) that must never be printed: fed to the log redactor."""
     found: list[str] = []
     for target in targets:
+        url_password = _url_password(target.liveness_url)
+        if url_password:
+            found.append(url_password)
         for secret in (target.dsn, target.admin_dsn):
             if secret is None:
                 continue

@@ -1,7 +1,7 @@
 """Settings: the SLOTWATCH_* model, its sources in order, and the targets it resolves to.
 
 Precedence, highest first: environment variables, then the TOML file, then the defaults of
-SPEC §6. Per-target keys (dsn, slot_pattern, thresholds, ...) may be set at the top level, where
+docs/contract.md §6. Per-target keys (dsn, slot_pattern, ...) may be set at the top level, where
 they apply to every target, or inside a `[[targets]]` entry. A target's identity (its DSN and
 name) cannot come from the environment when the file lists targets: that would be ambiguous.
 Reading the file lives in configfile.py, secrets in credentials.py, error names in settingnames.py.
@@ -9,7 +9,6 @@ Reading the file lives in configfile.py, secrets in credentials.py, error names 
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -20,12 +19,13 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from slotwatch.config.files import read_config_file
-from slotwatch.config.names import PREFIX, blame_file, render, setting_name
+from slotwatch.config.names import PREFIX, blame_file, did_you_mean, render, setting_name
 from slotwatch.config.secrets import (
     REDACTED,
     check_dsn,
     read_secret_setting,
     redact_dsn,
+    redact_url,
     secret_values,
 )
 from slotwatch.config.shard import Shard, parse_shard, share
@@ -36,6 +36,7 @@ from slotwatch.config.targets import (
     EmptyIsUnset,
     Target,
     TargetEntry,
+    seconds_between,
 )
 from slotwatch.errors import ConfigError
 from slotwatch.model import Thresholds
@@ -76,6 +77,7 @@ class Settings(BaseSettings):
     slot_pattern: str | None = None
     liveness_url: str | None = None
     probe_name: str | None = None
+    consumer_metrics_url: str | None = None
     consumer_app: str | None = None
     # Kept as given and parsed per target (TargetEntry), so a TOML float or `inf` reaches the
     # unit parser's message and a TOML `true` is refused rather than coerced to 1.
@@ -91,11 +93,13 @@ class Settings(BaseSettings):
 
     # process-wide, top level only
     listen: str = "127.0.0.1:9847"
-    poll_interval: Duration = 15.0
-    probe_interval: Duration = 10.0
-    probe_timeout: Duration = 5.0
-    connect_timeout: Duration = 5.0
-    statement_timeout: Duration = 5.0
+    poll_interval: Annotated[Duration, seconds_between("100ms", "1d")] = 15.0
+    probe_interval: Annotated[Duration, seconds_between("100ms", "1d")] = 10.0
+    probe_timeout: Annotated[Duration, seconds_between("100ms", "1h")] = 5.0
+    connect_timeout: Annotated[Duration, seconds_between("1s", "1h")] = 5.0
+    # PostgreSQL's statement_timeout is an int of milliseconds (at most 2147483.647s): beyond it
+    # every connection would fail.
+    statement_timeout: Annotated[Duration, seconds_between("1s", "2147483s")] = 5.0
     audit_log: Annotated[Path | None, EmptyIsUnset] = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -113,20 +117,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first so that it overrides the file; no dotenv, no secrets dir.
         return (env_settings, init_settings)
-
-    @field_validator("poll_interval", "probe_interval", "probe_timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than zero")
-        return value
-
-    @field_validator("connect_timeout", "statement_timeout")
-    @classmethod
-    def _at_least_a_second(cls, value: float) -> float:
-        if value < 1:
-            raise ValueError("must be at least 1s")
-        return value
 
     @field_validator("listen")
     @classmethod
@@ -217,6 +207,7 @@ def _resolve_target(values: dict[str, Any], where: str) -> Target:
         liveness_url=entry.liveness_url or None,
         probe_name=entry.probe_name,
         consumer_app=entry.consumer_app,
+        consumer_metrics_url=entry.consumer_metrics_url,
         thresholds=Thresholds(
             stall_after=entry.stall_after,
             inactive_after=entry.inactive_after,
@@ -246,9 +237,7 @@ def check_environment(environ: Mapping[str, str]) -> None:
     known = known_variables()
     for name in sorted(environ):
         if name.upper().startswith(PREFIX) and name.upper() not in known:
-            hint = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
-            suggestion = f"; did you mean {hint[0]}?" if hint else ""
-            raise ConfigError(f"unknown setting {name}{suggestion}")
+            raise ConfigError(f"unknown setting {name}{did_you_mean(name.upper(), known)}")
 
 
 def load_settings(config_path: Path | str | None = None) -> tuple[Settings, tuple[Target, ...]]:
@@ -304,8 +293,9 @@ def redacted_view(settings: Settings, targets: tuple[Target, ...]) -> dict[str, 
             "dsn": redact_dsn(t.dsn.get_secret_value()),
             "admin_dsn": redact_dsn(t.admin_dsn.get_secret_value()) if t.admin_dsn else None,
             "slot_pattern": t.slot_pattern,
-            "liveness_url": t.liveness_url,
+            "liveness_url": redact_url(t.liveness_url) if t.liveness_url else None,
             "probe_name": t.probe_name,
+            "consumer_metrics_url": t.consumer_metrics_url,
             "consumer_app": t.consumer_app,
             "stall_after": t.thresholds.stall_after,
             "inactive_after": t.thresholds.inactive_after,

@@ -11,18 +11,44 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    SecretStr,
+    field_validator,
+)
 
 from slotwatch.model import Thresholds
 from slotwatch.units import parse_duration, parse_size
 
+
+def seconds_between(low: str, high: str) -> AfterValidator:
+    """A bound `run` can honour, checked by `config` too: a value is refused at start-up, not at
+    the first poll (an interval of years overflows the scheduler, one of 1ms spins)."""
+    low_s, high_s = parse_duration(low), parse_duration(high)
+
+    def check(value: float) -> float:
+        if value <= 0 < low_s:
+            raise ValueError("must be greater than zero")
+        if value < low_s:
+            raise ValueError(f"must be at least {low}")
+        if value > high_s:
+            raise ValueError(f"must be at most {high}")
+        return value
+
+    return AfterValidator(check)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-OTHER_SLOTS_TOP = Thresholds().other_slots_top
 Size = Annotated[int, BeforeValidator(parse_size)]
+# A per-target threshold: a year is already longer than any slot waits for anything.
+Threshold = Annotated[Duration, seconds_between("0s", "365d")]
 
 
 def _empty_is_unset(value: object) -> object:
-    # An empty variable from a unit file or a template means the SPEC default: unset. For a path
+    # An empty variable from a unit file or a template means the default: unset. For a path
     # it must not become Path("") == ".".
     return None if value == "" else value
 
@@ -40,6 +66,7 @@ TARGET_KEYS = (
     "slot_pattern",
     "liveness_url",
     "probe_name",
+    "consumer_metrics_url",
     "consumer_app",
     "stall_after",
     "inactive_after",
@@ -55,6 +82,11 @@ TARGET_KEYS = (
 IDENTITY_KEYS = ("name", "dsn", "dsn_file", "admin_dsn", "admin_dsn_file")
 
 
+# The defaults of SPEC §2 live once, in model.Thresholds; the settings read them from there.
+_DEFAULT = Thresholds()
+OTHER_SLOTS_TOP = _DEFAULT.other_slots_top
+
+
 class _Thresholds(BaseModel):
     """The per-target knobs, shared by the top level and each target entry."""
 
@@ -63,14 +95,15 @@ class _Thresholds(BaseModel):
     slot_pattern: str = "powersync_selfhost%"
     liveness_url: str = "http://127.0.0.1:8080/probes/liveness"
     probe_name: str = "powersync"
+    consumer_metrics_url: Annotated[str | None, EmptyIsUnset] = None
     consumer_app: str = "powersync/%"
-    stall_after: Duration = 300.0
-    inactive_after: Duration = 120.0
-    lag_floor_bytes: Size = 1024 * 1024
-    lag_warn_bytes: Size = 256 * 1024 * 1024
-    at_risk_eta: Duration = 3600.0
-    wal_budget_bytes: Annotated[Size | None, EmptyIsUnset] = None
-    forecast_window: Duration = 600.0
+    stall_after: Threshold = _DEFAULT.stall_after
+    inactive_after: Threshold = _DEFAULT.inactive_after
+    lag_floor_bytes: Size = _DEFAULT.lag_floor_bytes
+    lag_warn_bytes: Size = _DEFAULT.lag_warn_bytes
+    at_risk_eta: Threshold = _DEFAULT.at_risk_eta
+    wal_budget_bytes: Annotated[Size | None, EmptyIsUnset] = _DEFAULT.wal_budget_bytes
+    forecast_window: Threshold = _DEFAULT.forecast_window
     slot_database: Annotated[str | None, EmptyIsUnset] = None  # None: every database
     other_slots_top: int = OTHER_SLOTS_TOP
 
@@ -84,6 +117,17 @@ class _Thresholds(BaseModel):
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
             raise ValueError("must be a whole number from 0 (off) to 1000")
+        return value
+
+    @field_validator("slot_pattern", "consumer_app", "probe_name", "liveness_url")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # PostgreSQL text cannot hold a NUL, and a control or format character would forge or
+        # hide text wherever the value is echoed: refused here, not at the first poll.
+        if not value.isprintable():
+            raise ValueError(
+                "must be printable text: no control characters (NUL, newline, escape, ...)"
+            )
         return value
 
     @field_validator("slot_pattern")
@@ -109,6 +153,28 @@ class _Thresholds(BaseModel):
         spaced = any(c.isspace() for c in value)
         if url.scheme not in ("http", "https") or not url.hostname or spaced:
             raise ValueError("must be an http:// or https:// URL, or empty to disable")
+        return value
+
+    @field_validator("consumer_metrics_url")
+    @classmethod
+    def _metrics_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        unusable = "must be an http:// or https:// URL, or empty to leave it off"
+        if not value.isprintable():
+            raise ValueError(
+                "must be printable text: no control characters (NUL, newline, escape, ...)"
+            )
+        try:
+            url = urlsplit(value)
+            url.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+        except ValueError:
+            raise ValueError(unusable) from None
+        if url.scheme not in ("http", "https") or not url.hostname or " " in value:
+            raise ValueError(unusable)
+        if "@" in url.netloc:
+            # PowerSync's metrics port has no authentication, and the URL is shown on /status.
+            raise ValueError("must not carry credentials (user:password@)")
         return value
 
     @field_validator("probe_name", "consumer_app")
@@ -149,3 +215,4 @@ class Target:
     consumer_app: str
     thresholds: Thresholds
     slot_database: str | None = None  # only this database's slots; None: every database
+    consumer_metrics_url: str | None = None  # the consumer's own Prometheus endpoint, if read

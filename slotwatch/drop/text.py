@@ -16,6 +16,12 @@ NEXT_STEPS = (
 )
 
 
+def shown(text: str, limit: int = 80) -> str:
+    """Operator input as it may be echoed: quoted, control characters escaped, cut at `limit`."""
+    escaped = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit])
+    return f"'{escaped}{'...' if len(text) > limit else ''}'"
+
+
 def checks(verdict: Verdict) -> list[str]:
     """The guard's checks, one line each, failures in capitals."""
     return ["Guard:"] + [
@@ -67,8 +73,10 @@ def slot_report(
     lines.extend(checks(verdict))
     if verdict.allowed:
         action = (
-            f"terminate the walsender holding the slot (now {sender}), then drop the slot, "
-            f"retrying for up to {format_duration(deadline)} if the consumer reattaches"
+            f"terminate the walsender holding the slot (now {sender}) with SIGTERM, then drop "
+            "the slot once it has let go, retrying with a back-off for up to "
+            f"{format_duration(deadline)} if the consumer reattaches or the walsender is slow "
+            "to exit"
             if d.get("active")
             else "drop the slot"
         )

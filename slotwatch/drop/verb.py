@@ -1,4 +1,4 @@
-"""The guarded drop of a slot (SPEC §5 `drop`): read, judge, confirm, drop, audit.
+"""The guarded drop of a slot (docs/contract.md §5 `drop`): read, judge, confirm, drop, audit.
 
 The order is the safety argument:
 1. Refusals that need no history (pattern, missing, standby, synced/failover, active without
@@ -17,9 +17,12 @@ The order is the safety argument:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import replace
 from typing import TextIO
+
+import httpx
 
 from slotwatch.config.settings import Settings, Target
 from slotwatch.drop import evidence
@@ -39,19 +42,52 @@ from slotwatch.errors import Refused, UsageError
 from slotwatch.model import ServerRow, SlotRow
 from slotwatch.units import parse_duration
 
+# What PostgreSQL accepts as a replication slot name (NAMEDATALEN - 1 characters).
+SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
+# Longer waits than this are typos: an operator at a terminal does not wait hours for a drop.
+MAX_WAIT = 3600.0
+
+
+def check_arguments(args: argparse.Namespace) -> tuple[float, float]:
+    """Refuse operator input that is not what it must be, as a usage error (64) that shows it
+    escaped: a newline or an escape sequence typed into an argument must not forge output.
+    Returns the --observe and --deadline seconds."""
+    if args.slot is not None and not SLOT_NAME.fullmatch(args.slot):
+        raise UsageError(
+            f"SLOT {droptext.shown(args.slot)} is not a slot name (1 to 63 of a-z, 0-9 and _)"
+        )
+    if args.confirm is not None and args.confirm != "":
+        if "%" in args.confirm:
+            raise UsageError("--confirm takes one exact slot name, never a pattern")
+        if not SLOT_NAME.fullmatch(args.confirm):
+            raise UsageError(
+                f"--confirm={droptext.shown(args.confirm)} is not a slot name "
+                "(1 to 63 of a-z, 0-9 and _)"
+            )
+    if args.reason is not None and not args.reason.isprintable():
+        raise UsageError("--reason must be one line of printable text (no control characters)")
+    if args.daemon_url is not None:
+        try:
+            url = httpx.URL(args.daemon_url)
+        except (httpx.InvalidURL, ValueError, TypeError):
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise UsageError(
+                f"--daemon-url {droptext.shown(args.daemon_url)} is not an http:// URL "
+                "(e.g. http://127.0.0.1:9847)"
+            )
+    return _duration(args.observe, "--observe"), _duration(args.deadline, "--deadline")
+
 
 def run_drop(args: argparse.Namespace, settings: Settings, target: Target) -> int:
     """The `drop` verb; returns 0 or raises a SlotwatchError carrying the exit code."""
-    observe = _duration(args.observe, "--observe")
-    deadline = _duration(args.deadline, "--deadline")
+    observe, deadline = check_arguments(args)
     interactive = sys.stdin.isatty()
     if args.confirm == "" and not interactive:
         raise UsageError(
             "--confirm without a slot name needs a terminal to type the name at; "
             "without one, repeat the name exactly: --confirm=SLOT"
         )
-    if args.confirm is not None and args.confirm != "" and "%" in args.confirm:
-        raise UsageError("--confirm takes one exact slot name, never a pattern")
     if args.confirm is None:
         return DropRun(
             args, settings, target, observe=observe, deadline=deadline, attempt=None
@@ -77,9 +113,12 @@ def run_drop(args: argparse.Namespace, settings: Settings, target: Target) -> in
 
 def _duration(text: str, option: str) -> float:
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError as exc:
         raise UsageError(f"{option}: {exc}") from None
+    if seconds > MAX_WAIT:
+        raise UsageError(f"{option}: must be at most 1h")
+    return seconds
 
 
 class DropRun:

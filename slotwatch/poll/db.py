@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
+import traceback
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -23,6 +25,7 @@ from psycopg.rows import dict_row
 from pydantic import SecretStr
 
 from slotwatch.errors import (
+    ConfigError,
     DatabaseUnreachable,
     PermissionDenied,
     SlotwatchError,
@@ -55,14 +58,22 @@ def connect(
     statement_timeout: float,
     read_only: bool = True,
 ) -> psycopg.Connection[Any]:
-    """Open an autocommit connection; raises DatabaseUnreachable or PermissionDenied."""
+    """Open an autocommit connection; raises DatabaseUnreachable, PermissionDenied or
+    ConfigError (a database that does not exist)."""
     try:
         return _open(dsn, connect_timeout, statement_timeout, read_only=read_only)
     except psycopg.OperationalError as exc:
-        error = classify_error(exc, connecting=True)
-        if error.reason == "auth":
-            raise PermissionDenied(error.message) from None
-        raise DatabaseUnreachable(error.message) from None
+        raise error_exception(classify_error(exc, connecting=True)) from None
+
+
+def error_exception(error: PollError) -> SlotwatchError:
+    """The exception (and so the exit code) a one-shot verb ends with for a failed poll."""
+    message = f"{error.message} ({error.hint})" if error.hint else error.message
+    if error.misconfigured:
+        return ConfigError(message)
+    if error.reason == "auth":
+        return PermissionDenied(message)
+    return DatabaseUnreachable(message)
 
 
 def _open(
@@ -78,7 +89,35 @@ def _open(
     if read_only:
         gucs += " -c default_transaction_read_only=on"
     params["options"] = f"{params.get('options', '')} {gucs}".strip()
-    return psycopg.connect(psycopg.conninfo.make_conninfo("", **params), autocommit=True)
+    try:
+        return psycopg.connect(psycopg.conninfo.make_conninfo("", **params), autocommit=True)
+    except psycopg.Error as exc:
+        release_failed_connection(exc)
+        raise
+
+
+def release_failed_connection(exc: BaseException) -> None:
+    """Close the socket a failed connect leaves behind, now rather than at the next GC.
+
+    psycopg keeps the half-open libpq connection of a timed-out connect alive through the frames
+    of the exception chain (cycles only the garbage collector breaks): against a black hole or a
+    locked pg_database, sockets piled up and the server later finished the logins nobody waited
+    for. Finishing the libpq connection and clearing the chain's frames closes it at once.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        pgconn = getattr(current, "pgconn", None)
+        if pgconn is not None:
+            with contextlib.suppress(Exception):
+                pgconn.finish()
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        todo += [current.__context__, current.__cause__]
 
 
 def one_line(exc: BaseException) -> str:
@@ -90,44 +129,80 @@ def one_line(exc: BaseException) -> str:
     return REDACTOR.scrub(line)
 
 
+# SQLSTATE (or its class, the first two characters) -> reason; the first that matches wins.
+_SQLSTATE_REASONS = (
+    ("57014", "timeout"),  # query_canceled: statement_timeout
+    ("55P03", "timeout"),  # lock_not_available: lock_timeout
+    ("42501", "query"),  # insufficient_privilege: a missing GRANT, said in the message
+    ("28", "auth"),  # invalid_authorization_specification, invalid_password
+    ("3D", "other"),  # invalid_catalog_name: the database does not exist (misconfigured)
+    ("08", "connect"),  # connection_exception
+    ("53", "connect"),  # insufficient_resources: too many connections, out of memory
+    ("57P", "connect"),  # admin_shutdown, crash_shutdown, cannot_connect_now
+)
+
+# libpq reports a failed connect by text alone (psycopg gives no SQLSTATE then): these markers
+# stand in for the codes.
+_MISSING_DATABASE = re.compile(r'database "[^"]*" does not exist')
+# (marker, hint): every auth refusal says what to change, and only a password failure blames it.
+_AUTH = (
+    (
+        "pg_hba.conf",
+        "pg_hba.conf on the server refuses this host, role or database: add a line for it there;"
+        " no password was asked for",
+    ),
+    ("password authentication failed", "check the role's password"),
+    ("no password supplied", "the server asks for a password: put it in the DSN or its file"),
+    ("authentication failed", "check the role and how pg_hba.conf authenticates it"),
+    ('role "', "the role in the DSN does not exist on this server"),
+    ("permission denied", "grant the role CONNECT on the database"),
+)
+
+
 def classify_error(exc: BaseException, *, connecting: bool = False) -> PollError:
-    """Map an exception to a `slotwatch_poll_errors_total` reason and a one-line message."""
+    """Map an exception to a `slotwatch_poll_errors_total` reason and a one-line message.
+
+    By SQLSTATE where the error carries one; by libpq's text only where it does not (a failed
+    connect). A missing database is a configuration error; a pg_hba.conf refusal is auth, with
+    a hint that does not blame the password.
+    """
     message = one_line(exc)
-    lowered = message.lower()
     if isinstance(exc, UnsupportedServer):
         return PollError("other", message)
-    if isinstance(exc, psycopg.errors.QueryCanceled) or "timeout expired" in lowered:
-        return PollError("timeout", message)
-    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(exc, psycopg.Error) and sqlstate:
+        if sqlstate.startswith("3D"):
+            return _missing_database(message)
+        for prefix, reason in _SQLSTATE_REASONS:
+            if sqlstate.startswith(prefix):
+                return PollError(reason, message)
         return PollError("query", message)
-    if isinstance(
-        exc, psycopg.errors.InvalidAuthorizationSpecification | psycopg.errors.InvalidPassword
-    ):
-        return PollError("auth", message)
+    lowered = message.lower()
     if isinstance(exc, psycopg.OperationalError) or connecting:
-        # libpq's own TLS set-up fails before the server is asked anything, in words the auth
-        # markers would catch ("root certificate file ... does not exist"): the cure is the
-        # sslrootcert/sslcert/sslkey files, not the role or pg_hba.conf.
-        if any(marker in lowered for marker in ("certificate file", "private key file")):
+        if any(m in lowered for m in ("certificate file", "private key file")):
             return PollError("tls", message)
-        if any(
-            marker in lowered
-            for marker in (
-                "password authentication failed",
-                "no pg_hba.conf entry",
-                "does not exist",
-                "authentication failed",
-                "no password supplied",
-                "permission denied",  # a role without CONNECT on the database
-            )
-        ):
-            return PollError("auth", message)
-        if any(marker in lowered for marker in ("ssl", "certificate", "tls")):
+        if "timeout expired" in lowered:
+            return PollError("timeout", message)
+        if _MISSING_DATABASE.search(message):
+            return _missing_database(message)
+        for marker, hint in _AUTH:
+            if marker in lowered:
+                return PollError("auth", message, hint)
+        if any(m in lowered for m in ("ssl", "certificate", "tls")):
             return PollError("tls", message)
         return PollError("connect", message)
     if isinstance(exc, psycopg.Error):
         return PollError("query", message)
     return PollError("other", message)
+
+
+def _missing_database(message: str) -> PollError:
+    return PollError(
+        "other",
+        message,
+        "the DSN's dbname names a database this server does not have: fix dbname in the DSN",
+        misconfigured=True,
+    )
 
 
 def parse_poll(

@@ -46,21 +46,29 @@ ACCEPT_BATCH = 16
 
 TEXT = "text/plain; charset=utf-8"
 
-LANDING = f"""<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>slotwatch</title></head>
-<body>
-<h1>slotwatch</h1>
-<p>Watches PostgreSQL logical replication slots consumed by PowerSync. Version {html.escape(
-    __version__)}.</p>
-<ul>
-<li><a href="metrics">/metrics</a>: Prometheus metrics from the latest poll</li>
-<li><a href="status">/status</a>: every target and slot, its state and why, as JSON</li>
-<li><a href="healthz">/healthz</a>: 200 while polls run on schedule, else 503</li>
-</ul>
-</body>
-</html>
-""".encode()
+# Every path the server answers, and what it answers with: the landing page and the reference
+# page list them from here.
+ENDPOINTS = (
+    ("/", "this page: links to the endpoints below"),
+    ("/metrics", "Prometheus metrics from the latest poll (OpenMetrics when asked, gzip when"
+     " accepted)"),
+    ("/status", "every target and slot as JSON: its state, the reasons for it, its figures"),
+    ("/healthz", "200 while polls run on schedule (even if a database is down), else 503"),
+)
+
+LANDING = (
+    "<!DOCTYPE html>\n<html lang=\"en\">\n"
+    "<head><meta charset=\"utf-8\"><title>slotwatch</title></head>\n<body>\n"
+    "<h1>slotwatch</h1>\n"
+    f"<p>Watches PostgreSQL logical replication slots consumed by PowerSync."
+    f" Version {html.escape(__version__)}.</p>\n<ul>\n"
+    + "".join(
+        f'<li><a href="{path.lstrip("/")}">{path}</a>: {html.escape(what)}</li>\n'
+        for path, what in ENDPOINTS
+        if path != "/"
+    )
+    + "</ul>\n</body>\n</html>\n"
+).encode()
 
 
 def default_max_connections() -> int:
@@ -191,11 +199,9 @@ class HttpServer:
                 answer = (
                     _Answer(400, TEXT, b"bad request\n")
                     if request is None
-                    else await asyncio.get_running_loop().run_in_executor(
-                        self._pool, self._answer, request
-                    )
+                    else await self._answer_on_a_worker(request)
                 )
-                keep = request is not None and _keep_alive(request)
+                keep = answer.status < 400 and request is not None and _keep_alive(request)
                 writer.write(_response(answer, request, keep))
                 await asyncio.wait_for(writer.drain(), timeout=self._write_timeout)
                 log.debug(
@@ -225,6 +231,15 @@ class HttpServer:
             self._waiting.pop(oldest)
             self._open.discard(oldest)
             oldest.transport.abort()
+
+    async def _answer_on_a_worker(self, request: _Request) -> _Answer:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._answer, request
+            )
+        except Exception as exc:  # a bug behind one endpoint is a 500 and a log line, not a hang
+            log.exception("http answer failed", path=request.path, error=repr(exc))
+            return _Answer(500, TEXT, b"internal error; see slotwatch's log\n")
 
     # --- answers, on a worker thread ---------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any, Generic, Literal, NamedTuple, TypeVar
 from slotwatch import __version__
 from slotwatch.model import (
     WAL_STATUSES,
+    ConsumerAccount,
     OtherSlotView,
     ProbeResult,
     ServerRow,
@@ -96,6 +97,20 @@ PROBE: Scope[Probed] = Scope(
     ),
 )
 
+CONSUMER: Scope[ConsumerAccount] = Scope(
+    "consumer",
+    ("target",),
+    lambda snap: (
+        ((v.name,), v.consumer) for v in snap.targets if v.consumer_enabled and v.consumer
+    ),
+)
+
+
+def _progress_age(account: ConsumerAccount) -> float | None:
+    if account.progress_at is None:
+        return None
+    return max(0.0, account.reading.checked_at - account.progress_at)
+
 
 @dataclass(frozen=True, slots=True)
 class Family(Generic[S]):
@@ -141,6 +156,9 @@ def _ratio(value: float | None) -> float | None:
     # safe_wal_size counts the partly filled current segment, so right after a checkpoint it can
     # exceed max_slot_wal_keep_size a little; negative while unreserved. A share stays in [0, 1].
     return None if value is None else min(1.0, max(0.0, value))
+
+
+_STATES = tuple(state.value for state in SlotState)
 
 
 def _one_of(choices: Iterable[str], current: str | None) -> Series:
@@ -337,15 +355,18 @@ FAMILIES: tuple[Family[Any], ...] = (
         SLOT,
         "1 for the state slotwatch classified the slot in at the last poll, 0 for the other six"
         " (docs/contract.md §2).",
-        series=lambda s: _one_of((state.value for state in SlotState), s.assessment.state.value),
+        series=lambda s: _one_of(_STATES, s.assessment.state.value),
         labels=("state",),
     ),
     Family(
         "slotwatch_slot_flush_stall_seconds",
         GAUGE,
         SLOT,
-        "Seconds the slot's confirmed_flush_lsn has not advanced while WAL waited behind it;"
-        " 0 when advancing or caught up.",
+        "Seconds the slot's confirmed_flush_lsn has not advanced while WAL waited behind it,"
+        " whether or not a walsender held it; 0 when advancing or caught up. The slot reads"
+        " wedged only once this passes the stall window and a walsender has held the slot for"
+        " the attach grace without confirming, or walsenders keep leaving without confirming"
+        " (docs/detection.md).",
         value=lambda s: s.assessment.flush_stall_seconds,
     ),
     Family(
@@ -473,6 +494,23 @@ FAMILIES: tuple[Family[Any], ...] = (
         PROBE,
         "Seconds between PowerSync's touched_at in the last liveness answer and the probe.",
         value=lambda p: p.result.touched_age,
+    ),
+    Family(
+        "slotwatch_consumer_up",
+        GAUGE,
+        CONSUMER,
+        "1 if the last read of the consumer's own metrics (SLOTWATCH_CONSUMER_METRICS_URL)"
+        " answered 2xx with Prometheus text within the probe timeout, else 0.",
+        value=lambda c: _flag(c.reading.up),
+    ),
+    Family(
+        "slotwatch_consumer_progress_age_seconds",
+        GAUGE,
+        CONSUMER,
+        "Seconds since the consumer's powersync_rows_replicated_total was last seen rising, as"
+        " of the last read of its metrics (from the first read, before any rise); absent until"
+        " a read carried it.",
+        value=_progress_age,
     ),
 )
 

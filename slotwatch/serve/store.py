@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from slotwatch.model import (
     POLL_ERROR_REASONS,
+    ConsumerAccount,
     Judgement,
     OtherSlots,
     PollResult,
@@ -49,6 +50,8 @@ class TargetView:
     probe_enabled: bool = True
     slot_database: str | None = None  # only this database's slots; None: every database
     others: OtherSlots = field(default_factory=OtherSlots)  # slots not matching, while up
+    consumer: ConsumerAccount | None = None  # the consumer's own account, when its metrics are read
+    consumer_enabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,10 @@ class Store:
             view = self._views[target]
             last_success = result.checked_at if result.up else view.probe_last_success
             self._publish(replace(view, probe=result, probe_last_success=last_success))
+
+    def record_consumer(self, target: str, account: ConsumerAccount) -> None:
+        with self._lock:
+            self._publish(replace(self._views[target], consumer=account))
 
     def record_skipped_poll(self, target: str) -> None:
         with self._lock:

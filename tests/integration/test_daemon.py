@@ -646,7 +646,7 @@ def test_unknown_role_is_counted_as_auth(budget_cluster: Cluster) -> None:
     is a GRANT or a password, not a firewall."""
     env = settings_for(budget_cluster, SLOTWATCH_DSN=budget_cluster.dsn(user="nosuchrole"))
     done = run_cli("status", "--json", env=env)
-    assert done.returncode == 77, done.stderr  # SPEC §5: permission denied
+    assert done.returncode == 77, done.stderr  # docs/contract.md §5: permission denied
     (target,) = json.loads(done.stdout)["targets"]
     assert target["up"] is False
     assert target["error"]["reason"] == "auth", target["error"]
@@ -665,7 +665,7 @@ def test_a_role_without_connect_is_permission_denied(budget_cluster: Cluster) ->
     finally:
         budget_cluster.execute("GRANT CONNECT ON DATABASE app TO PUBLIC")
         budget_cluster.execute("DROP ROLE no_connect")
-    assert done.returncode == 77, done.stderr  # SPEC §5: permission denied
+    assert done.returncode == 77, done.stderr  # docs/contract.md §5: permission denied
     (target,) = json.loads(done.stdout)["targets"]
     assert target["error"]["reason"] == "auth", target["error"]
     assert "permission denied for database" in target["error"]["message"]

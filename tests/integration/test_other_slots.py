@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from slotwatch_proc import Metrics, SlotwatchProcess, run_cli
 
 from sandbox.cluster import Cluster
 from sandbox.consumer import Consumer, create_slot
 from sandbox.installs import PgInstall
 from sandbox.waiting import wait_until
+from slotwatch.poll import db
+from slotwatch.poll.queries import poll_statement
 
 POLL = 0.5
 ROOT = Path(__file__).resolve().parents[2]
@@ -342,3 +345,33 @@ def test_slot_database_keeps_each_target_to_its_database_and_overlaps_are_warned
     finally:
         source.execute("SELECT pg_drop_replication_slot(%s)", (shop_slot,))
         source.execute("DROP DATABASE shop")
+
+
+def test_each_versions_text_of_the_one_statement_runs_and_reads_the_same_slots(
+    source: Cluster,
+) -> None:
+    """The text for an older major uses a subset of a newer server's columns, so every variant
+    up to this server's own runs here: the PostgreSQL 13 one included, though no 13 is at hand."""
+    conn = db.connect(
+        SecretStr(source.dsn(user="slotwatch")), connect_timeout=5, statement_timeout=5
+    )
+    try:
+        own = conn.info.server_version
+        readings = {}
+        for version in (130000, 140000, 170000, own):
+            if version > own:
+                continue
+            server, slots, others = db.fetch_poll(
+                conn, poll_statement(version), "powersync_selfhost%", "powersync/%"
+            )
+            readings[version] = (
+                [s.name for s in slots],
+                [(o.name, o.slot_type, o.database) for o in others],
+                server.oldest_restart_slot,
+            )
+            # What only newer servers have is NULL in an older server's text.
+            assert all(o.server_inactive_seconds is None for o in others) == (version < 170000)
+        assert len(set(map(repr, readings.values()))) == 1, readings
+        assert readings[own][2] == STANDBY
+    finally:
+        conn.close()

@@ -410,7 +410,7 @@ _NO_HBA_ENTRY = 'FATAL:  no pg_hba.conf entry for host "::1", user "m", database
         (_NO_HBA_ENTRY + "no encryption", "auth"),
         (_NO_HBA_ENTRY + "SSL encryption", "auth"),
         ('FATAL:  role "m" does not exist', "auth"),
-        ('FATAL:  database "a" does not exist', "auth"),
+        ('FATAL:  database "a" does not exist', "other"),  # misconfigured: exit 78
         ('FATAL:  password authentication failed for user "m"', "auth"),
         ("Connection refused", "connect"),
         ("Network is unreachable", "connect"),

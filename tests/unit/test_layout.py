@@ -56,13 +56,27 @@ def _offenders(part: str, forbidden: list[str]) -> list[str]:
         # Decisions do no I/O and know nothing of where their data came from or goes.
         (
             "slotwatch.judge",
-            ["slotwatch.poll", "slotwatch.serve", "slotwatch.drop", "slotwatch.config",
-             "slotwatch.service", "slotwatch.wiring", "slotwatch.cli", *IO_LIBRARIES],
+            [
+                "slotwatch.poll",
+                "slotwatch.serve",
+                "slotwatch.drop",
+                "slotwatch.config",
+                "slotwatch.service",
+                "slotwatch.wiring",
+                "slotwatch.cli",
+                *IO_LIBRARIES,
+            ],
         ),
         (
             "slotwatch.model",
-            ["slotwatch.poll", "slotwatch.serve", "slotwatch.drop", "slotwatch.judge",
-             "slotwatch.config", *IO_LIBRARIES],
+            [
+                "slotwatch.poll",
+                "slotwatch.serve",
+                "slotwatch.drop",
+                "slotwatch.judge",
+                "slotwatch.config",
+                *IO_LIBRARIES,
+            ],
         ),
         ("slotwatch.patterns", ["slotwatch", *IO_LIBRARIES]),
         ("slotwatch.drop.guard", ["slotwatch.poll", "slotwatch.serve", *IO_LIBRARIES]),
@@ -71,8 +85,15 @@ def _offenders(part: str, forbidden: list[str]) -> list[str]:
         # Settings stand on their own: every other part reads them, they read no other part.
         (
             "slotwatch.config",
-            ["slotwatch.poll", "slotwatch.serve", "slotwatch.drop", "slotwatch.judge",
-             "slotwatch.service", "slotwatch.wiring", "slotwatch.cli"],
+            [
+                "slotwatch.poll",
+                "slotwatch.serve",
+                "slotwatch.drop",
+                "slotwatch.judge",
+                "slotwatch.service",
+                "slotwatch.wiring",
+                "slotwatch.cli",
+            ],
         ),
         # Reading the world decides nothing and serves nothing.
         (
