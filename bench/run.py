@@ -21,6 +21,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from prometheus_client import generate_latest
 from psycopg import sql
 from pydantic import SecretStr
 
+from bench import scale
 from bench.peers import STATEMENTS_PER_POLL, LabelledGauges, NaiveExporter
 from sandbox import Cluster, Consumer, create_slot, get_install, powersync_slot_name
 from slotwatch import __version__
@@ -649,6 +651,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smaller run, under 30 s")
     parser.add_argument("--install", default="pg15", help="sandbox PostgreSQL install (pg15, pg18)")
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        help="where the postgres_exporter comparison goes (default bench/RESULTS.md, or beside"
+        " --output with --quick)",
+    )
     parser.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -670,7 +678,17 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         figures += run()
         section_seconds[section] = time.perf_counter() - started
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="slotwatch-bench-") as workdir:
+        scaled = scale.run_scale(
+            scale.QUICK_SCALE if args.quick else scale.FULL_SCALE, args.install, Path(workdir)
+        )
+    section_seconds["scale"] = time.perf_counter() - started
     seconds = time.perf_counter() - began
+    markdown_path = args.markdown or (
+        args.output.with_suffix(".md") if args.quick else HERE / "RESULTS.md"
+    )
+    markdown_path.write_text(scale.markdown(scaled, args.quick, wall_began, seconds))
     results = {
         "meta": {
             "slotwatch": __version__,
@@ -686,10 +704,13 @@ def main(argv: list[str] | None = None) -> int:
             "size": asdict(size),
         },
         "figures": [f.as_json() for f in figures],
+        "scale": scale.as_json(scaled),
     }
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(table(figures)))
-    print(f"\n{len(figures)} figures in {seconds:.1f} s -> {args.output}")
+    print()
+    print(markdown_path.read_text())
+    print(f"\n{len(figures)} figures in {seconds:.1f} s -> {args.output}, {markdown_path}")
     return 0
 
 

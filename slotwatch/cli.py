@@ -2,6 +2,10 @@
 
 This is the only module that exits. Every error is one line on stderr; a traceback is shown
 only when the log level is debug.
+
+Each verb imports what it needs when it runs: `--help` and `version` load no library beyond the
+standard one, and `config` loads the settings model but no driver, HTTP client, scheduler or
+metrics library (tests/unit/test_startup.py holds this).
 """
 
 from __future__ import annotations
@@ -13,20 +17,13 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from slotwatch import __version__
-from slotwatch.config.settings import Settings, Target, load_settings, redacted_view, secret_values
-from slotwatch.drop.text import shown
-from slotwatch.drop.verb import run_drop
 from slotwatch.errors import DatabaseUnreachable, SlotwatchError, UsageError
-from slotwatch.logs import REDACTOR, configure, get_logger
-from slotwatch.poll.db import error_exception
-from slotwatch.report import check_result, status_document, status_table
-from slotwatch.service import Service
-from slotwatch.wiring import poll_once
 
-log = get_logger("slotwatch")
+if TYPE_CHECKING:
+    from slotwatch.config.settings import Settings, Target
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> tuple[Settings, tuple[Target, ...]]:
+    from slotwatch.config.settings import load_settings, secret_values
+    from slotwatch.logs import REDACTOR, configure
+
     settings, targets = load_settings(args.config)
     REDACTOR.register(secret_values(targets))
     configure(settings.log_level, settings.log_format)
@@ -108,17 +108,27 @@ def _select(targets: tuple[Target, ...], name: str | None) -> tuple[Target, ...]
     chosen = tuple(t for t in targets if t.name == name)
     if not chosen:
         known = ", ".join(t.name for t in targets)
+        from slotwatch.drop.text import shown
+
         raise UsageError(f"--target {shown(name)}: no such target (configured: {known})")
     return chosen
 
 
 def _run(args: argparse.Namespace) -> int:
+    from slotwatch.config.shard import share
+    from slotwatch.service import Service
+
     settings, targets = _load(args)
-    Service(settings, targets).run()
+    # Only the daemon is sharded: a one-shot verb answers for whichever target it is asked about.
+    Service(settings, share(targets, settings.shard_of_targets())).run()
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
+    from slotwatch.poll.db import error_exception
+    from slotwatch.report import status_document, status_table
+    from slotwatch.wiring import poll_once
+
     settings, targets = _load(args)
     snapshot = poll_once(settings, _select(targets, args.target))
     if args.json:
@@ -138,7 +148,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from slotwatch.logs import REDACTOR, get_logger
+
     try:
+        from slotwatch.report import check_result
+        from slotwatch.wiring import poll_once
+
         settings, targets = _load(args)
         snapshot = poll_once(settings, _select(targets, args.target))
         code, line = check_result(snapshot)
@@ -148,6 +163,7 @@ def _check(args: argparse.Namespace) -> int:
         return 3
     except Exception as exc:
         # Even a bug answers UNKNOWN (3), never 70: the monitoring system must see it as unknown.
+        log = get_logger("slotwatch")
         log.debug("traceback", exc_info=exc)
         first = REDACTOR.scrub(str(exc).splitlines()[0] if str(exc) else "")
         print(f"SLOTWATCH UNKNOWN - unexpected error: {type(exc).__name__}: {first}")
@@ -157,6 +173,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _drop(args: argparse.Namespace) -> int:
+    from slotwatch.drop.verb import run_drop
+
     settings, targets = _load(args)
     return run_drop(args, settings, _select_one(targets, args.target))
 
@@ -170,6 +188,8 @@ def _select_one(targets: tuple[Target, ...], name: str | None) -> Target:
 
 
 def _config(args: argparse.Namespace) -> int:
+    from slotwatch.config.settings import redacted_view
+
     settings, targets = _load(args)
     print(json.dumps(redacted_view(settings, targets), indent=2))
     return 0
@@ -220,12 +240,16 @@ def _debug_requested() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure("debug" if _debug_requested() else "info", "auto")
     try:
         args = _parse(argv)
+        # `version` needs no logging, unless asked for at debug (its traceback, if it breaks).
+        if args.verb != "version" or _debug_requested():
+            from slotwatch.logs import configure
+
+            configure("debug" if _debug_requested() else "info", "auto")
         return VERBS[args.verb](args)
     except _CheckUnknown as exc:
-        print(f"SLOTWATCH UNKNOWN - {REDACTOR.scrub(str(exc))}")
+        print(f"SLOTWATCH UNKNOWN - {_scrub(str(exc))}")
         return exc.exit_code
     except SlotwatchError as exc:
         _fail(exc, exc.exit_code)
@@ -238,12 +262,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 70
 
 
+def _scrub(text: str) -> str:
+    from slotwatch.logs import REDACTOR
+
+    return REDACTOR.scrub(text)
+
+
 def _fail(exc: BaseException, code: int, *, unexpected: bool = False) -> None:
-    message = REDACTOR.scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    message = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if unexpected:
         message = f"unexpected error: {type(exc).__name__}: {message}"
         if not _debug_requested():
             message += " (set SLOTWATCH_LOG_LEVEL=debug for the traceback)"
     if _debug_requested() and logging.getLogger().isEnabledFor(logging.DEBUG):
-        log.debug("traceback", exc_info=exc)
+        from slotwatch.logs import get_logger
+
+        get_logger("slotwatch").debug("traceback", exc_info=exc)
     print(f"slotwatch: {message}", file=sys.stderr)

@@ -66,6 +66,19 @@ def log_changes(changes: list[StateChange]) -> None:
         )
 
 
+def workers_for(targets: tuple[Target, ...]) -> int:
+    """A worker for each job that may run at once: every target's poll, probe and consumer read.
+
+    A black-holed target holds its worker until the connect timeout, longer than a poll
+    interval; with fewer workers than jobs, enough black holes would queue every other target's
+    poll behind them. Threads are started only as jobs run at the same time, so an idle fleet does
+    not pay for them. The one spare runs a job whose previous run is finishing.
+    """
+    probes = sum(1 for t in targets if t.liveness_url is not None)
+    consumers = sum(1 for t in targets if t.consumer_metrics_url is not None)
+    return len(targets) + probes + consumers + 1
+
+
 class Service:
     """The running daemon. `run()` blocks until `request_stop()` (SIGTERM/SIGINT) is called."""
 
@@ -89,7 +102,7 @@ class Service:
         self._wake = threading.Event()
         self._hangups = 0
         self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=3 * len(targets) + 1)},
+            executors={"default": ThreadPoolExecutor(max_workers=workers_for(targets))},
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone="UTC",
         )
@@ -214,8 +227,13 @@ class Service:
             "slotwatch started",
             listen=f"[{host}]:{self.http.port}" if ":" in host else f"{host}:{self.http.port}",
             targets=[t.name for t in self.targets],
+            shard=self.settings.shard,
             poll_interval=self.settings.poll_interval,
         )
+        if not self.targets:
+            log.warning(
+                "no target to poll: this replica's shard holds none", shard=self.settings.shard
+            )
 
     def request_stop(self) -> None:
         self._stop.set()

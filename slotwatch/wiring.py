@@ -74,6 +74,10 @@ def consumer_fresh_for(settings: Settings) -> float:
     return 2 * settings.probe_interval + settings.probe_timeout
 
 
+# Pairs of overlapping targets logged one by one; past them, one line says the rest are not.
+OVERLAP_WARNINGS = 20
+
+
 class Recorder:
     """The one path from a poll result (or a reading of the consumer's metrics) to the snapshot:
     judged by each target's memory, then handed to the store, which only holds it."""
@@ -91,6 +95,7 @@ class Recorder:
         self._scopes = {v.name: v.slot_database for v in views}
         self._clusters: dict[str, tuple[int, str | None]] = {}
         self._warned: set[frozenset[str]] = set()
+        self._overlaps_silenced = False
 
     def record_poll(self, result: PollResult) -> list[StateChange]:
         changes = self.store.record_poll(result, self._memory[result.target].judge(result))
@@ -100,10 +105,24 @@ class Recorder:
 
     def _check_cluster(self, name: str, system_identifier: int) -> None:
         self._clusters[name] = (system_identifier, self._scopes[name])
+        if self._overlaps_silenced:
+            return
         for other, their_db in same_slots(self._clusters, name):
             pair = frozenset((name, other))
             if pair in self._warned:
                 continue
+            if len(self._warned) == OVERLAP_WARNINGS:
+                # A fleet of N targets on one cluster has N*(N-1)/2 pairs (about 100,000 for
+                # 450): logging each kept the poll threads busy for a whole interval.
+                self._overlaps_silenced = True
+                log.warning(
+                    "more targets watch the same cluster and report the same slots twice;"
+                    " further overlaps are not logged",
+                    target=name,
+                    other_target=other,
+                    logged=OVERLAP_WARNINGS,
+                )
+                return
             self._warned.add(pair)
             scope = self._scopes[name] or their_db
             log.warning(

@@ -10,11 +10,11 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-import httpx
-import psycopg.conninfo
 from pydantic import SecretStr
 
+from slotwatch.config.conninfo import ConninfoError, parse_conninfo
 from slotwatch.config.files import SECRET_FILE_MAX_BYTES, read_small_file
 from slotwatch.config.names import setting_name
 from slotwatch.config.targets import Target
@@ -62,8 +62,8 @@ def check_dsn(dsn: SecretStr, setting: str) -> None:
     host with `@` or a port that is not a number is refused here, before anything can echo it.
     """
     try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn.get_secret_value())
-    except (psycopg.ProgrammingError, UnicodeDecodeError):
+        params = parse_conninfo(dsn.get_secret_value())
+    except ConninfoError:
         raise ConfigError(
             f"{setting} is not a valid libpq connection string"
             " (postgresql://user@host:5432/db or 'host=... dbname=...')" + _ENCODE_HINT
@@ -78,32 +78,43 @@ def check_dsn(dsn: SecretStr, setting: str) -> None:
 def redact_dsn(dsn: str) -> str:
     """The DSN as key=value text with the password replaced; never raises."""
     try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except (psycopg.ProgrammingError, UnicodeDecodeError):
+        params = parse_conninfo(dsn)
+    except ConninfoError:
         return REDACTED
     if "password" in params:
         params["password"] = REDACTED
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
+def _split(url: str) -> SplitResult | None:
+    # The standard parser, not the HTTP client's: `slotwatch config` must not load the client.
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except (ValueError, TypeError):
+        return None
+    return parts
+
+
 def redact_url(url: str) -> str:
     """The URL with any password in its userinfo replaced; never raises, never echoes a bad URL."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError, TypeError):
+    parts = _split(url)
+    if parts is None:
         return REDACTED
-    if parsed.password:
-        return str(parsed.copy_with(username=parsed.username, password=REDACTED))
-    return url
+    if not parts.password:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
 
 
 def _url_password(url: str | None) -> str | None:
     if not url:
         return None
-    try:
-        return httpx.URL(url).password or None
-    except (httpx.InvalidURL, ValueError, TypeError):
+    parts = _split(url)
+    if parts is None or not parts.password:
         return None
+    return unquote(parts.password) or None
 
 
 def secret_values(targets: tuple[Target, ...]) -> list[str]:
@@ -118,10 +129,8 @@ def secret_values(targets: tuple[Target, ...]) -> list[str]:
                 continue
             found.append(secret.get_secret_value())
             try:
-                password = psycopg.conninfo.conninfo_to_dict(secret.get_secret_value()).get(
-                    "password"
-                )
-            except (psycopg.ProgrammingError, UnicodeDecodeError):
+                password = parse_conninfo(secret.get_secret_value()).get("password")
+            except ConninfoError:
                 password = None
             if password:
                 found.append(str(password))

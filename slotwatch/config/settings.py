@@ -28,6 +28,7 @@ from slotwatch.config.secrets import (
     redact_url,
     secret_values,
 )
+from slotwatch.config.shard import Shard, parse_shard, share
 from slotwatch.config.targets import (
     IDENTITY_KEYS,
     TARGET_KEYS,
@@ -102,6 +103,7 @@ class Settings(BaseSettings):
     audit_log: Annotated[Path | None, EmptyIsUnset] = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shard: Annotated[str | None, EmptyIsUnset] = None
     targets: list[dict[str, Any]] = Field(default_factory=list)
 
     @classmethod
@@ -129,6 +131,11 @@ class Settings(BaseSettings):
             raise ValueError("is a directory; name the file drop appends its audit records to")
         return value
 
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        return None if value is None else str(parse_shard(value))
+
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -136,6 +143,9 @@ class Settings(BaseSettings):
 
     def listen_address(self) -> tuple[str, int]:
         return parse_listen(self.listen)
+
+    def shard_of_targets(self) -> Shard | None:
+        return None if self.shard is None else parse_shard(self.shard)
 
     def resolved_targets(self) -> tuple[Target, ...]:
         """Every target with its secrets read; raises ConfigError naming the bad setting."""
@@ -271,9 +281,12 @@ def redacted_view(settings: Settings, targets: tuple[Target, ...]) -> dict[str, 
             "audit_log",
             "log_format",
             "log_level",
+            "shard",
         }
     )
     process["audit_log"] = str(settings.audit_log) if settings.audit_log else None
+    if settings.shard is not None:
+        process["shard_targets"] = [t.name for t in share(targets, settings.shard_of_targets())]
     process["targets"] = [
         {
             "name": t.name,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("poll", "scrape", "memory", "cpu")
+SECTIONS = ("poll", "scrape", "memory", "cpu", "scale")
 # Every comparison bench/README.md promises, by the start of its name.
 EXPECTED = (
     "poll latency p50",
@@ -30,7 +30,7 @@ EXPECTED = (
     "observe+classify per slot",
 )
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(400)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
         [sys.executable, "-m", "bench.run", "--quick", "--output", str(output)],
         capture_output=True,
         text=True,
-        timeout=200,
+        timeout=360,
         check=False,
         cwd=ROOT,
     )
@@ -98,3 +98,35 @@ def test_peers_did_the_same_work(quick_run: tuple[str, dict[str, object]]) -> No
     poll = next(f for f in figures if f["name"] == "poll latency p50")
     assert poll["detail"]["statements"] == {"slotwatch": 1, "peer": 7}
     assert poll["detail"]["slots_matching"] == 2
+
+
+def test_the_exporter_comparison_is_written_by_the_command(
+    quick_run: tuple[str, dict[str, object]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The real postgres_exporter was run beside slotwatch at each N, and the report says so.
+    _, results = quick_run
+    scaled = results["scale"]
+    assert isinstance(scaled, dict)
+    assert "postgres_exporter" in scaled["exporter"]
+    assert sorted(scaled["per_n"]) == ["1", "10"]
+    for rows in scaled["per_n"].values():
+        by_name = {row["name"]: row for row in rows}
+        assert by_name["statements per poll / scrape"]["slotwatch"] == 1
+        assert by_name["series"]["exporter"] > 0
+        for name in ("/metrics median", "server time per poll / scrape", "RSS after burst"):
+            assert by_name[name]["ratio"] > 0, name
+    series = [
+        next(r for r in rows if r["name"] == "series")["slotwatch"]
+        for _, rows in sorted(scaled["per_n"].items(), key=lambda kv: int(kv[0]))
+    ]
+    assert series[0] < series[1]
+    assert {row["name"].split(" vs ")[0] for row in scaled["startup"]} == {
+        "slotwatch --help",
+        "slotwatch version",
+    }
+    first_round = scaled["fleet"][0]
+    assert first_round["detail"]["within_one_interval"] is True
+    report = next(tmp_path_factory.getbasetemp().rglob("results.md")).read_text()
+    assert "## 1 slot" in report
+    assert "## 10 slots" in report
+    assert "load average" in report
