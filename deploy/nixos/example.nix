@@ -24,6 +24,7 @@ let
       prometheus-client
       apscheduler
       httpx
+      httpcore
       structlog
       pydantic
       pydantic-settings
