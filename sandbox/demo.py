@@ -210,7 +210,7 @@ Ctrl-C stops slotwatch and removes the demo database.
         if stopped.is_set():
             service.request_stop()
         with _signals_stop(service):
-            service.run()
+            service.run(stop_on_hangup=True)
         print("demo: cleaning up ...", flush=True)
     return 0
 

@@ -271,8 +271,12 @@ class Service:
             prober.close()
         log.info("slotwatch stopped")
 
-    def run(self) -> None:
-        with _stop_on_signals(self.request_stop, self.request_reload):
+    def run(self, *, stop_on_hangup: bool = False) -> None:
+        """Run until SIGTERM/SIGINT (or `request_stop`). A daemon notes SIGHUP and keeps going;
+        a program that runs it in a terminal (the demo) passes `stop_on_hangup`, so that closing
+        the terminal stops it like Ctrl-C."""
+        hangup = self.request_stop if stop_on_hangup else self.request_reload
+        with _stop_on_signals(self.request_stop, hangup):
             self.start()
             try:
                 self.wait()
