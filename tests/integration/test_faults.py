@@ -65,6 +65,7 @@ def test_misbehaving_endpoint_is_down_within_the_timeout(
     assert result.error is not None
     assert error in result.error, result.error
     assert elapsed < TIMEOUT + SLACK, f"{mode}: verdict after {elapsed:.1f}s"
+    print(f"{mode}: down after {elapsed:.2f}s ({result.error})")
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -116,6 +117,7 @@ def test_double_gzip_bomb_costs_the_daemon_under_20_mb(
             wait_until(lambda: _liveness(daemon)[0] == 1.0, 10, message="probe up again")
         grown_mib = (_peak_rss_kib(daemon.proc.pid) - before) / 1024
         assert grown_mib < 20, f"peak RSS grew {grown_mib:.1f} MiB under the gzip bombs"
+        print(f"peak RSS {before / 1024:.1f} MiB before the bombs, +{grown_mib:.2f} MiB after")
 
 
 def test_header_drip_reads_down_in_time_and_sigterm_still_ends_the_daemon(
@@ -151,6 +153,7 @@ def test_header_drip_reads_down_in_time_and_sigterm_still_ends_the_daemon(
         code, elapsed = daemon.elapsed_stop()
     assert code == 0
     assert elapsed < probe_timeout + 2, f"SIGTERM took {elapsed:.1f}s"
+    print(f"header drip: liveness_up 0 after {detected:.2f}s, SIGTERM exit 0 after {elapsed:.2f}s")
 
 
 # --- the database: reasons and connections (items 7 and 8), PostgreSQL 15 and 18 -------------
