@@ -285,7 +285,9 @@ def test_wrong_name_typed_at_the_prompt_aborts(
     slot = inactive_slot(pg)
     cleanup_slots.append(slot)
     env = settings(pg, tmp_path)
-    code, screen = run_at_terminal(["drop", slot, "--confirm"], env, slot[:-1] + "0")
+    # One character off (and never the slot itself: its hex suffix may already end in 0).
+    wrong = slot[:-1] + ("1" if slot.endswith("0") else "0")
+    code, screen = run_at_terminal(["drop", slot, "--confirm"], env, wrong)
     assert code == 3, screen
     assert "aborted: the name typed does not match" in screen
     assert exists(pg, slot)
