@@ -137,7 +137,14 @@ def test_the_canary_never_shows(
         wait_until(probe_down, 10, message="liveness down")
         for path in ("/metrics", "/status", "/healthz"):
             captured.append((path, daemon.get(path).text))
-        # A confirmed drop while the daemon runs: its audit record and its output.
+        # A confirmed drop while the daemon runs: its audit record and its output. The daemon
+        # must first have seen the slot free for the inactive window (PostgreSQL 15 does not
+        # report inactive_since, so the daemon's own history is the clock).
+        wait_until(
+            lambda: (daemon.slot_status(slot, target="live") or {}).get("state") == "inactive",
+            15,
+            message="the daemon reads the slot inactive",
+        )
         done = run_cli(
             "drop",
             slot,
