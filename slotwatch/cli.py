@@ -1,4 +1,4 @@
-"""The command line (SPEC §5): parse, dispatch to a verb, and turn errors into exit codes.
+"""The command line (docs/contract.md §5): parse, dispatch a verb, turn errors into exit codes.
 
 This is the only module that exits. Every error is one line on stderr; a traceback is shown
 only when the log level is debug.

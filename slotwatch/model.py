@@ -14,7 +14,7 @@ INF = float("inf")
 
 
 class SlotState(StrEnum):
-    """SPEC §2, in order of precedence: the first that applies wins."""
+    """docs/contract.md §2, in order of precedence: the first that applies wins."""
 
     LOST = "lost"
     AT_RISK = "at_risk"
@@ -41,6 +41,18 @@ class ServerRow:
     wal_directory_bytes: int | None  # None when the role may not list pg_wal
     wal_sender_timeout: float  # seconds; 0 disables it
     server_epoch: float  # the server's clock at poll time, seconds since the epoch
+    system_identifier: int | None = None  # pg_control_system(): which cluster this is
+    # The oldest restart_lsn of any slot of the server, matched or not, and its slot: what
+    # actually keeps WAL in pg_wal. None when no slot holds any.
+    oldest_restart_lsn: int | None = None
+    oldest_restart_slot: str | None = None
+
+    @property
+    def wal_retained_bytes(self) -> int | None:
+        """Bytes of WAL between the current position and the oldest restart_lsn of any slot."""
+        if self.oldest_restart_lsn is None:
+            return None
+        return max(0, self.current_lsn - self.oldest_restart_lsn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +73,6 @@ class SlotRow:
     catalog_xmin_age: int | None
     server_inactive_seconds: float | None = None  # now() - inactive_since (PostgreSQL 17+)
     invalidation_reason: str | None = None  # PostgreSQL 17+
-    conflicting: bool | None = None  # PostgreSQL 16+
     synced: bool | None = None  # PostgreSQL 17+
     failover: bool | None = None  # PostgreSQL 17+
     sender_pid: int | None = None  # the walsender of pg_stat_replication, if any
@@ -72,6 +83,23 @@ class SlotRow:
     spill_bytes: int | None = None  # pg_stat_replication_slots, PostgreSQL 14+
     stream_bytes: int | None = None
     total_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OtherSlotRow:
+    """A slot of the server that does not match the pattern: watched lightly, never judged.
+
+    Physical slots have no plugin, database or confirmed_flush_lsn.
+    """
+
+    name: str
+    slot_type: str
+    plugin: str | None
+    database: str | None
+    active: bool
+    restart_lsn: int | None
+    wal_status: str | None
+    server_inactive_seconds: float | None = None  # now() - inactive_since (PostgreSQL 17+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +122,7 @@ class PollResult:
     server: ServerRow | None = None
     slots: tuple[SlotRow, ...] = ()
     error: PollError | None = None
+    others: tuple[OtherSlotRow, ...] = ()  # slots not matching the pattern, in scope
 
     @property
     def ok(self) -> bool:
@@ -114,8 +143,44 @@ class ProbeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumerReading:
+    """One GET of the consumer's own Prometheus endpoint (PowerSync's telemetry port), parsed.
+
+    Counter values are summed over their series; None when the endpoint did not carry them.
+    """
+
+    url: str
+    checked_at: float
+    up: bool
+    duration: float
+    rows: float | None = None  # powersync_rows_replicated_total
+    data_bytes: float | None = None  # powersync_data_replicated_bytes_total
+    transactions: float | None = None  # powersync_transactions_replicated_total
+    chunks: float | None = None  # powersync_chunks_replicated_total
+    lag_seconds: float | None = None  # powersync_replication_lag_seconds
+    error: str | None = None  # one line when down
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerAccount:
+    """The consumer's own account so far: its latest reading and when it last applied rows.
+
+    `progress_at` is the reading at which the applied-rows counter was first seen at its present
+    value (the first successful reading, before any rise): seconds since then are measured from
+    below, like slotwatch's other clocks. `rising` says it rose between the last two readings.
+    """
+
+    reading: ConsumerReading
+    progress_at: float | None = None  # None until a reading carried the counter
+    rising: bool = False
+    last_rows: float | None = None  # the counter at the last successful reading
+    rose_by: float = 0.0  # how much it rose between the last two readings
+    rose_over: float = 0.0  # over how many seconds
+
+
+@dataclass(frozen=True, slots=True)
 class Thresholds:
-    """The knobs of SPEC §2, in seconds and bytes."""
+    """The knobs of docs/contract.md §2, in seconds and bytes."""
 
     stall_after: float = 300.0
     inactive_after: float = 120.0
@@ -125,6 +190,7 @@ class Thresholds:
     wal_budget_bytes: int | None = None  # used when max_slot_wal_keep_size = -1
     at_risk_budget_ratio: float = 0.2
     forecast_window: float = 600.0  # how far back the rate and slope look
+    other_slots_top: int = 10  # other slots exported one by one; 0 turns them off
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +206,28 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """The walsender holding a slot, as slotwatch first saw it."""
+
+    pid: int | None
+    since: float  # the first poll that saw this walsender hold the slot
+    seen_attaching: bool  # False for one already there when slotwatch first looked
+    # Seconds the slot had been without a walsender when it came (as the last poll saw it);
+    # None when it took over from another walsender between two polls.
+    after_inactive: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tries:
+    """Walsenders that attached since confirmed_flush_lsn last moved, and how they fared."""
+
+    count: int = 0  # attaches seen since the position last moved (the current one included)
+    failed: int = 0  # of those, how many left again without the position moving
+    first_at: float | None = None  # the poll that saw the first of them
+    longest_failed_hold: float = 0.0  # seconds the longest-held of the failed ones held the slot
+
+
+@dataclass(frozen=True, slots=True)
 class SlotTrack:
     """What slotwatch remembers about a slot between polls (pure state, advanced per poll)."""
 
@@ -148,6 +236,10 @@ class SlotTrack:
     stall_since: float | None  # since when confirmed_flush has not moved with WAL waiting
     inactive_since: float | None  # local observation, used when the server cannot tell us
     samples: tuple[Sample, ...] = field(default_factory=tuple)
+    confirmed_since: float | None = None  # first poll that saw confirmed_flush_lsn where it is
+    walsender: Attachment | None = None  # who held the slot at the last poll
+    tries: Tries = field(default_factory=Tries)
+    inactive_seconds: float = 0.0  # how long the slot had been without a walsender, last poll
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +266,25 @@ class SlotView:
 
 
 @dataclass(frozen=True, slots=True)
+class OtherSlotView:
+    """An other slot with what slotwatch makes of it: who probably owns it, what it holds."""
+
+    row: OtherSlotRow
+    owner: str  # a guess from the name: see judge/others.py
+    retained_wal_bytes: int | None  # current WAL position - restart_lsn
+    inactive_seconds: float  # 0 when active
+
+
+@dataclass(frozen=True, slots=True)
+class OtherSlots:
+    """The slots of a target that do not match its pattern: counts, and the top K by WAL held."""
+
+    active: int = 0
+    inactive: int = 0
+    top: tuple[OtherSlotView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StateChange:
     """A slot moved from one state to another (or appeared / vanished: None on that side)."""
 
@@ -191,3 +302,4 @@ class Judgement:
     slots: tuple[SlotView, ...]
     changes: list[StateChange]
     wal_rate: float | None
+    others: OtherSlots = field(default_factory=OtherSlots)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 def like_pattern(pattern: str) -> str:
-    """A SPEC §1 slot pattern as a LIKE pattern: `%` is the only wildcard, `_` matches itself."""
+    """A slot pattern (docs/contract.md §1) as LIKE: only `%` is a wildcard, `_` is itself."""
     return pattern.replace("\\", "\\\\").replace("_", "\\_")
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slotwatch import __version__
-from slotwatch.model import INF, SlotState, SlotView
+from slotwatch.model import INF, OtherSlotView, SlotState, SlotView
 from slotwatch.serve.store import Snapshot, TargetView
 from slotwatch.units import format_bytes, format_duration
 
@@ -67,6 +67,22 @@ def slot_document(view: SlotView) -> dict[str, Any]:
     }
 
 
+def other_slot_document(view: OtherSlotView) -> dict[str, Any]:
+    row = view.row
+    return {
+        "slot": row.name,
+        "owner": view.owner,
+        "slot_type": row.slot_type,
+        "plugin": row.plugin,
+        "database": row.database,
+        "active": row.active,
+        "wal_status": row.wal_status,
+        "retained_wal_bytes": view.retained_wal_bytes,
+        "inactive_seconds": _finite(view.inactive_seconds),
+        "restart_lsn": lsn_text(row.restart_lsn),
+    }
+
+
 def target_document(view: TargetView) -> dict[str, Any]:
     poll = view.last_poll
     server = view.server
@@ -91,10 +107,13 @@ def target_document(view: TargetView) -> dict[str, Any]:
                 "wal_directory_bytes": server.wal_directory_bytes,
                 "wal_sender_timeout_seconds": server.wal_sender_timeout,
                 "wal_rate_bytes_per_second": _finite(view.wal_rate),
+                "wal_retained_bytes": server.wal_retained_bytes,
+                "wal_retained_by": server.oldest_restart_slot,
             }
             if server is not None
             else None
         ),
+        "slot_database": view.slot_database,
         "matched_slots": len(view.slots) if view.up else None,
         "liveness": (
             {
@@ -109,8 +128,71 @@ def target_document(view: TargetView) -> dict[str, Any]:
             if probe is not None
             else None
         ),
+        "consumer": consumer_document(view) if view.consumer_enabled else None,
         "slots": [slot_document(slot) for slot in view.slots],
+        # Slots not matching the pattern: counted, and the top K by retained WAL listed.
+        "other_slots": (
+            {
+                "active": view.others.active,
+                "inactive": view.others.inactive,
+                "top": [other_slot_document(other) for other in view.others.top],
+            }
+            if view.up
+            else None
+        ),
     }
+
+
+def consumer_document(view: TargetView) -> dict[str, Any] | None:
+    """The consumer's own account (its metrics endpoint), as the last reading left it."""
+    account = view.consumer
+    if account is None:
+        return None
+    r = account.reading
+    age = (
+        max(0.0, r.checked_at - account.progress_at) if account.progress_at is not None else None
+    )
+    return {
+        "url": r.url,
+        "up": r.up,
+        "error": r.error,
+        "checked_at": _iso(r.checked_at),
+        "duration_seconds": _finite(r.duration),
+        "rows_replicated_total": r.rows,
+        "data_replicated_bytes_total": r.data_bytes,
+        "transactions_replicated_total": r.transactions,
+        "chunks_replicated_total": r.chunks,
+        "replication_lag_seconds": r.lag_seconds,
+        "applying_rows": account.rising,
+        "progress_age_seconds": _finite(age),
+    }
+
+
+def consumer_text(view: TargetView) -> str | None:
+    """One line for `slotwatch status`: what the consumer's own metrics say."""
+    if not view.consumer_enabled:
+        return None
+    account = view.consumer
+    if account is None:
+        return "consumer metrics: not read yet"
+    r = account.reading
+    if not r.up:
+        return f"consumer metrics: down ({r.error})"
+    if r.rows is None:
+        rows = "no powersync_rows_replicated_total"
+    elif account.rising:
+        rows = (
+            f"rows_replicated {r.rows:.0f}, rose by {account.rose_by:.0f} in "
+            f"{format_duration(account.rose_over)}: applying changes"
+        )
+    else:
+        rows = f"rows_replicated {r.rows:.0f}, not seen rising"
+    lag = (
+        f"; PowerSync's own replication lag {format_duration(r.lag_seconds)}"
+        if r.lag_seconds is not None
+        else ""
+    )
+    return f"consumer metrics: up, {rows}{lag}"
 
 
 def status_document(snapshot: Snapshot) -> dict[str, Any]:
@@ -138,6 +220,9 @@ def status_table(snapshot: Snapshot) -> str:
     notes: list[str] = []
     for view in snapshot.targets:
         probe = _probe_text(view)
+        consumer = consumer_text(view)
+        if consumer is not None:
+            notes.append(f"  {view.name}: {consumer}")
         if not view.up:
             error = view.last_poll.error if view.last_poll else None
             message = f"{error.reason}: {error.message}" if error else "not polled yet"
@@ -163,12 +248,61 @@ def status_table(snapshot: Snapshot) -> str:
                 )
             )
             notes.extend(f"  {slot.row.name}: {reason}" for reason in a.reasons)
+    return "\n".join([*_aligned(header, rows), *notes, *_other_slots_table(snapshot)])
+
+
+def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
+    return [
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
         for r in [header, *rows]
     ]
-    return "\n".join([*lines, *notes])
+
+
+def _other_inactive(other: OtherSlotView) -> str:
+    if other.row.active:
+        return "-"
+    if other.row.server_inactive_seconds is None and other.inactive_seconds == 0:
+        return "unknown"  # before PostgreSQL 17 one poll cannot tell; the daemon's clock can
+    return format_duration(other.inactive_seconds)
+
+
+def _other_slots_table(snapshot: Snapshot) -> list[str]:
+    """Slots that do not match the pattern, in their own section, and who holds the WAL."""
+    header = ("TARGET", "OTHER_SLOT", "OWNER", "TYPE", "ACTIVE", "RETAINED", "INACTIVE")
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for view in snapshot.targets:
+        if not view.up or view.server is None:
+            continue
+        others = view.others
+        for other in others.top:
+            rows.append(
+                (
+                    view.name,
+                    other.row.name,
+                    other.owner,
+                    other.row.slot_type,
+                    "yes" if other.row.active else "no",
+                    format_bytes(other.retained_wal_bytes),
+                    _other_inactive(other),
+                )
+            )
+        count = others.active + others.inactive
+        shown = f"; {len(others.top)} shown" if count > len(others.top) else ""
+        if count:
+            notes.append(
+                f"  {view.name}: {count} other slots ({others.active} active,"
+                f" {others.inactive} inactive){shown}"
+            )
+        if view.server.oldest_restart_slot is not None:
+            notes.append(
+                f"  {view.name}: the oldest WAL ({format_bytes(view.server.wal_retained_bytes)})"
+                f" is held by {view.server.oldest_restart_slot}"
+            )
+    if not rows and not notes:
+        return []
+    return ["", *(_aligned(header, rows) if rows else []), *notes]
 
 
 def _probe_text(view: TargetView) -> str:

@@ -23,12 +23,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from slotwatch.config.settings import Settings, Target
 from slotwatch.logs import get_logger
 from slotwatch.model import SlotState, StateChange
+from slotwatch.poll import consumer
 from slotwatch.poll.probe import Prober
 from slotwatch.report import status_document
-from slotwatch.serve.collector import build_registry
+from slotwatch.serve.exposition import Exposition
 from slotwatch.serve.http import HttpServer
 from slotwatch.serve.store import TargetView
-from slotwatch.wiring import Recorder, connections, target_views
+from slotwatch.wiring import Recorder, connections, consumer_fresh_for, target_views
 
 log = get_logger(__name__)
 
@@ -71,9 +72,11 @@ class Service:
     def __init__(self, settings: Settings, targets: tuple[Target, ...]) -> None:
         self.settings = settings
         self.targets = targets
-        self._recorder = Recorder(target_views(targets))
+        self._recorder = Recorder(
+            target_views(targets), consumer_fresh_for=consumer_fresh_for(settings)
+        )
         self.store = self._recorder.store
-        self.registry = build_registry(self.store)
+        self.metrics = Exposition(self.store)
         self._connections = connections(settings, targets)
         self._probers = {
             t.name: Prober(t.liveness_url, settings.probe_timeout)
@@ -86,12 +89,12 @@ class Service:
         self._wake = threading.Event()
         self._hangups = 0
         self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=2 * len(targets) + 1)},
+            executors={"default": ThreadPoolExecutor(max_workers=3 * len(targets) + 1)},
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone="UTC",
         )
         self._scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
-        self.http = HttpServer(settings.listen_address(), self.registry, self.health, self.status)
+        self.http = HttpServer(settings.listen_address(), self.metrics, self.health, self.status)
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -126,6 +129,18 @@ class Service:
                 error=result.error,
             )
         self.store.record_probe(name, result)
+
+    def read_consumer(self, name: str, url: str) -> None:
+        reading = consumer.read(url, self.settings.probe_timeout)
+        before = self._view(name).consumer
+        if before is None or before.reading.up != reading.up:
+            (log.info if reading.up else log.warning)(
+                "consumer metrics up" if reading.up else "consumer metrics down",
+                target=name,
+                url=url,
+                error=reading.error,
+            )
+        self._recorder.record_consumer(name, reading)
 
     def _on_event(self, event: JobEvent) -> None:
         job_id = str(event.job_id)
@@ -179,6 +194,16 @@ class Service:
                     "interval",
                     args=[target.name],
                     id=f"probe:{target.name}",
+                    seconds=self.settings.probe_interval,
+                    next_run_time=_utc(now),
+                    misfire_grace_time=max(1, int(self.settings.probe_interval)),
+                )
+            if target.consumer_metrics_url is not None:
+                self._scheduler.add_job(
+                    self.read_consumer,
+                    "interval",
+                    args=[target.name, target.consumer_metrics_url],
+                    id=f"consumer:{target.name}",
                     seconds=self.settings.probe_interval,
                     next_run_time=_utc(now),
                     misfire_grace_time=max(1, int(self.settings.probe_interval)),

@@ -6,14 +6,19 @@ one-shot verb never loads the daemon's scheduler.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from slotwatch.config.settings import Settings, Target
 from slotwatch.judge.memory import Memory
-from slotwatch.model import PollResult, StateChange
+from slotwatch.logs import get_logger
+from slotwatch.model import ConsumerReading, PollResult, StateChange
+from slotwatch.poll import consumer
 from slotwatch.poll.db import TargetConnection
 from slotwatch.poll.probe import Prober
 from slotwatch.serve.store import Snapshot, Store, TargetView
+
+log = get_logger(__name__)
 
 
 def target_views(targets: tuple[Target, ...]) -> list[TargetView]:
@@ -24,6 +29,8 @@ def target_views(targets: tuple[Target, ...]) -> list[TargetView]:
             slot_pattern=t.slot_pattern,
             thresholds=t.thresholds,
             probe_enabled=t.liveness_url is not None,
+            slot_database=t.slot_database,
+            consumer_enabled=t.consumer_metrics_url is not None,
         )
         for t in targets
     ]
@@ -38,30 +45,93 @@ def connections(settings: Settings, targets: tuple[Target, ...]) -> dict[str, Ta
             t.consumer_app,
             connect_timeout=settings.connect_timeout,
             statement_timeout=settings.statement_timeout,
+            slot_database=t.slot_database,
         )
         for t in targets
     }
 
 
-class Recorder:
-    """The one path from a poll result to the snapshot: judged by each target's memory, then
-    handed to the store, which only holds it."""
+def same_slots(
+    clusters: Mapping[str, tuple[int, str | None]], name: str
+) -> list[tuple[str, str | None]]:
+    """The other targets that report slots `name` reports too: the same cluster
+    (system_identifier) and database scopes that overlap (None is every database)."""
+    if name not in clusters:
+        return []
+    system, database = clusters[name]
+    return [
+        (other, their_db)
+        for other, (their_system, their_db) in clusters.items()
+        if other != name
+        and their_system == system
+        and (database is None or their_db is None or database == their_db)
+    ]
 
-    def __init__(self, views: list[TargetView], *, one_shot: bool = False) -> None:
+
+def consumer_fresh_for(settings: Settings) -> float:
+    """How old a reading of the consumer's metrics may be and still speak for a poll: two probe
+    intervals (one late or failed reading) plus the time a reading may take."""
+    return 2 * settings.probe_interval + settings.probe_timeout
+
+
+class Recorder:
+    """The one path from a poll result (or a reading of the consumer's metrics) to the snapshot:
+    judged by each target's memory, then handed to the store, which only holds it."""
+
+    def __init__(
+        self, views: list[TargetView], *, one_shot: bool = False, consumer_fresh_for: float = 0.0
+    ) -> None:
         self.store = Store(views)
-        self._memory = {v.name: Memory(v.name, v.thresholds, one_shot=one_shot) for v in views}
+        self._memory = {
+            v.name: Memory(
+                v.name, v.thresholds, one_shot=one_shot, consumer_fresh_for=consumer_fresh_for
+            )
+            for v in views
+        }
+        self._scopes = {v.name: v.slot_database for v in views}
+        self._clusters: dict[str, tuple[int, str | None]] = {}
+        self._warned: set[frozenset[str]] = set()
 
     def record_poll(self, result: PollResult) -> list[StateChange]:
-        return self.store.record_poll(result, self._memory[result.target].judge(result))
+        changes = self.store.record_poll(result, self._memory[result.target].judge(result))
+        if result.server is not None and result.server.system_identifier is not None:
+            self._check_cluster(result.target, result.server.system_identifier)
+        return changes
+
+    def _check_cluster(self, name: str, system_identifier: int) -> None:
+        self._clusters[name] = (system_identifier, self._scopes[name])
+        for other, their_db in same_slots(self._clusters, name):
+            pair = frozenset((name, other))
+            if pair in self._warned:
+                continue
+            self._warned.add(pair)
+            scope = self._scopes[name] or their_db
+            log.warning(
+                "two targets watch the same cluster and report the same slots twice; give"
+                " each its own slot_database, or keep one",
+                target=name,
+                other_target=other,
+                system_identifier=str(system_identifier),
+                slot_database=scope or "every database",
+            )
+
+    def record_consumer(self, target: str, reading: ConsumerReading) -> None:
+        self.store.record_consumer(target, self._memory[target].record_consumer(reading))
 
 
 def poll_once(settings: Settings, targets: tuple[Target, ...]) -> Snapshot:
     """Poll and probe every target at once; a one-shot store knows it has no stall window."""
-    recorder = Recorder(target_views(targets), one_shot=True)
+    recorder = Recorder(
+        target_views(targets), one_shot=True, consumer_fresh_for=consumer_fresh_for(settings)
+    )
     store = recorder.store
     conns = connections(settings, targets)
 
     def one(target: Target) -> None:
+        if target.consumer_metrics_url is not None:
+            recorder.record_consumer(
+                target.name, consumer.read(target.consumer_metrics_url, settings.probe_timeout)
+            )
         try:
             recorder.record_poll(conns[target.name].poll())
         finally:

@@ -2,7 +2,7 @@
 
 The end-to-end test cannot wait the production `for:` windows (minutes to hours), so it loads
 a generated copy in which every `for:` is shortened; the expressions, labels and annotations stay
-exactly those that ship.
+exactly those that ship, but for a size threshold a test names explicitly (`sizes`).
 """
 
 from __future__ import annotations
@@ -50,13 +50,18 @@ def short_rules(
     for_: str = "10s",
     overrides: Mapping[str, str] | None = None,
     interval: str | None = "5s",
+    sizes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A copy of the rule document with every alert's `for:` set to `for_` (or its override).
 
     `interval` sets each group's evaluation interval (vmalert and Prometheus both honour it),
-    so a test does not depend on the evaluator's global default.
+    so a test does not depend on the evaluator's global default. `sizes` maps an alert to
+    {constant as written in its expression: smaller constant}, for the thresholds "configured in
+    the rule" that a test cannot fill in seconds; a constant the expression does not contain is
+    an error, so the copy never silently keeps the shipped size.
     """
     overrides = overrides or {}
+    sizes = sizes or {}
     groups = []
     for group in doc["groups"]:
         rules = []
@@ -64,6 +69,10 @@ def short_rules(
             copy = dict(rule)
             if "alert" in copy:
                 copy["for"] = overrides.get(copy["alert"], for_)
+                for shipped, smaller in sizes.get(copy["alert"], {}).items():
+                    if copy["expr"].count(shipped) != 1:
+                        raise ValueError(f"{copy['alert']}: {shipped!r} is not in its expr once")
+                    copy["expr"] = copy["expr"].replace(shipped, smaller)
             rules.append(copy)
         new_group = {**group, "rules": rules}
         if interval is not None:
@@ -77,8 +86,9 @@ def write_short_rules(
     for_: str = "10s",
     overrides: Mapping[str, str] | None = None,
     interval: str | None = "5s",
+    sizes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Path:
     """Write the shortened copy of the shipped rules to `dest` and return it."""
-    doc = short_rules(load_rules(), for_=for_, overrides=overrides, interval=interval)
+    doc = short_rules(load_rules(), for_=for_, overrides=overrides, interval=interval, sizes=sizes)
     dest.write_text(yaml.safe_dump(doc, sort_keys=False, width=1000), encoding="utf-8")
     return dest

@@ -1,4 +1,5 @@
-"""Fixtures over the real sandbox: PostgreSQL 15 and 18 clusters, pg_recvlogical, HTTP, snapshots.
+"""Fixtures over the real sandbox: PostgreSQL 15 and 18 clusters, pg_recvlogical, a PowerSync-like
+stream client and metrics endpoint, HTTP, snapshots.
 
 Every test that takes ``pg_install`` (directly or through ``cluster``/``cluster_factory``) runs
 once per install, with ids ``pg15`` and ``pg18``. A missing install fails the run with what to
@@ -17,6 +18,8 @@ from sandbox.consumer import Consumer, create_slot, powersync_slot_name
 from sandbox.installs import KNOWN_INSTALLS, InstallMissingError, PgInstall, get_install
 from sandbox.liveness import LivenessServer
 from sandbox.osuser import ServerUserMissingError
+from sandbox.powersync_metrics import PowerSyncMetrics
+from sandbox.replicator import Replicator
 from sandbox.snapshot import SnapshotSession
 from sandbox.waiting import wait_until
 
@@ -114,6 +117,59 @@ def consumer_factory() -> Iterator[Callable[..., Consumer]]:
         consumer.destroy()
         if created and consumer.cluster.running:
             _drop_slot(consumer.cluster, consumer.slot_name)
+
+
+@pytest.fixture
+def replicator_factory() -> Iterator[Callable[..., Replicator]]:
+    """``replicator_factory(cluster, slot_name=None, *, sync_rules_id=1, create=True, drop=None,
+    start=True, **Replicator kwargs) -> Replicator``: a stream client that confirms like PowerSync.
+
+    As ``consumer_factory``: a fresh PowerSync-style slot name unless one is given; at teardown
+    every client is stopped and every slot the factory created (or was told to ``drop``: one
+    the test creates itself later) is dropped.
+    """
+    made: list[tuple[Replicator, bool]] = []
+
+    def make(
+        cluster: Cluster,
+        slot_name: str | None = None,
+        *,
+        sync_rules_id: int = 1,
+        create: bool = True,
+        drop: bool | None = None,
+        start: bool = True,
+        **kwargs: Any,
+    ) -> Replicator:
+        name = slot_name or powersync_slot_name(sync_rules_id)
+        if create:
+            create_slot(cluster, name)
+        replicator = Replicator(cluster, name, **kwargs)
+        made.append((replicator, create if drop is None else drop))
+        if start:
+            replicator.start()
+        return replicator
+
+    yield make
+    for replicator, drop_slot in made:
+        replicator.destroy()
+        if drop_slot and replicator.cluster.running:
+            _drop_slot(replicator.cluster, replicator.slot_name)
+
+
+@pytest.fixture
+def powersync_metrics() -> Iterator[Callable[..., PowerSyncMetrics]]:
+    """``powersync_metrics(lag_seconds=None) -> PowerSyncMetrics``: PowerSync's own Prometheus
+    endpoint, started; stopped after the test."""
+    made: list[PowerSyncMetrics] = []
+
+    def make(lag_seconds: float | None = None) -> PowerSyncMetrics:
+        server = PowerSyncMetrics(lag_seconds)
+        made.append(server)
+        return server.start()
+
+    yield make
+    for server in made:
+        server.stop()
 
 
 def _drop_slot(cluster: Cluster, name: str) -> None:

@@ -62,11 +62,24 @@ def runnable_queries(
 ) -> Iterator[PanelQuery]:
     """Every panel query with its template variables substituted.
 
-    `variables` default to "All" for `target` and `slot` (the regex `.*`, as the dashboard's
-    allValue) plus Grafana's interval built-ins; pass e.g. {"target": "default", "slot":
-    "powersync_selfhost_1_abcd"} to pin one, or {"__rate_interval": "30s"} for a short test.
+    `variables` default to "All" for `instance`, `target` and `slot` (the regex `.*`, as the
+    dashboard's allValue), the dashboard's own value for a textbox or constant variable (the
+    thresholds), plus Grafana's interval built-ins; pass e.g. {"target": "default", "slot":
+    "powersync_selfhost1_abcd"} to pin one, or {"__rate_interval": "30s"} for a short test.
     """
-    values = {"target": ".*", "slot": ".*", **BUILTINS, **(variables or {})}
+    typed = {
+        v["name"]: str(v["query"])
+        for v in dashboard.get("templating", {}).get("list", [])
+        if v.get("type") in ("textbox", "constant")
+    }
+    values = {
+        "instance": ".*",
+        "target": ".*",
+        "slot": ".*",
+        **typed,
+        **BUILTINS,
+        **(variables or {}),
+    }
     for panel in iter_panels(dashboard):
         for target in panel.get("targets", []):
             if target.get("hide"):

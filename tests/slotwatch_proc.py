@@ -89,15 +89,20 @@ class Metrics:
 class SlotwatchProcess:
     """`slotwatch run` as a child process; stop() sends SIGTERM like systemd does."""
 
-    def __init__(self, settings: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, settings: Mapping[str, str], log_path: Path, *, nofile: int | None = None
+    ) -> None:
+        """`nofile`: the daemon's soft file-descriptor limit (e.g. systemd's default of 1024)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {"SLOTWATCH_LISTEN": f"127.0.0.1:{self.port}", "SLOTWATCH_LOG_FORMAT": "json"}
         env.update(settings)
         self.log_path = log_path
         self._log = log_path.open("w")
+        # util-linux's prlimit sets the soft limit and execs in place: the PID stays the daemon's.
+        limit = [] if nofile is None else ["prlimit", f"--nofile={nofile}:"]
         self.proc = subprocess.Popen(
-            [SLOTWATCH, "run"],
+            [*limit, SLOTWATCH, "run"],
             env=clean_env(env),
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -4,13 +4,22 @@
 { config, pkgs, ... }:
 
 let
-  slotwatch = pkgs.python311Packages.buildPythonApplication {
+  python3Packages = pkgs.python311Packages;
+  slotwatch = python3Packages.buildPythonApplication {
     pname = "slotwatch";
-    version = "0.1.0";
+    # The one version source, as pyproject.toml's dynamic version reads it.
+    version = builtins.head
+      (builtins.match ''.*__version__ = "([^"]+)".*'' (builtins.readFile ../../slotwatch/__init__.py));
     pyproject = true;
     src = ../..;
-    build-system = [ pkgs.python311Packages.setuptools ];
-    dependencies = with pkgs.python311Packages; [
+    build-system = [ python3Packages.setuptools ];
+    # pyproject.toml asks for psycopg[binary], the manylinux wheel with its own libpq, which
+    # nixpkgs does not ship; psycopg's C implementation below, linked against nixpkgs' libpq, is
+    # the same thing built from source. The runtime-dependency check then finds what it asks for.
+    postPatch = ''
+      substituteInPlace pyproject.toml --replace-fail '"psycopg[binary]' '"psycopg'
+    '';
+    dependencies = with python3Packages; [
       psycopg
       prometheus-client
       apscheduler
@@ -18,7 +27,7 @@ let
       structlog
       pydantic
       pydantic-settings
-    ];
+    ] ++ python3Packages.psycopg.optional-dependencies.c;
     meta.mainProgram = "slotwatch";
   };
 in
@@ -49,6 +58,12 @@ in
     stallAfter = "5m";
     inactiveAfter = "2m";
     extraEnvironment.SLOTWATCH_LOG_LEVEL = "info";
+    # Several databases instead: drop dsnFile/adminDsnFile above and list them (RFC 42 settings,
+    # rendered as slotwatch's TOML; each dsn_file is read by systemd, never copied to the store):
+    #   settings.targets = [
+    #     { name = "prod"; dsn_file = config.sops.secrets."slotwatch/prod-dsn".path; }
+    #     { name = "staging"; dsn_file = config.sops.secrets."slotwatch/staging-dsn".path; }
+    #   ];
   };
 
   # The CA named in the DSN (download prod-ca-2021.crt from the Supabase dashboard and keep it next

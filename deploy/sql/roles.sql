@@ -13,8 +13,9 @@
 --                    and `check`. pg_monitor lets it read every row of pg_stat_activity (other
 --                    users' application_name and state: the `snapshotting` check), every column of
 --                    pg_stat_replication (sent_lsn of the consumer's walsender), and call
---                    pg_ls_waldir(); pg_replication_slots, pg_stat_replication_slots and
---                    pg_current_wal_lsn() are open to every role. It cannot drop a slot (no
+--                    pg_ls_waldir(); pg_replication_slots (every slot of the server, PowerSync's
+--                    and the others), pg_stat_replication_slots, pg_current_wal_lsn() and
+--                    pg_control_system() (which cluster this is) are open to every role. It cannot drop a slot (no
 --                    REPLICATION) or signal a backend (no pg_signal_backend), owns nothing and
 --                    reads no table data.
 -- slotwatch_admin    the drop role behind SLOTWATCH_ADMIN_DSN, used only by `slotwatch drop`.

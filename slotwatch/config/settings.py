@@ -1,7 +1,7 @@
 """Settings: the SLOTWATCH_* model, its sources in order, and the targets it resolves to.
 
 Precedence, highest first: environment variables, then the TOML file, then the defaults of
-SPEC §6. Per-target keys (dsn, slot_pattern, thresholds, ...) may be set at the top level, where
+docs/contract.md §6. Per-target keys (dsn, slot_pattern, ...) may be set at the top level, where
 they apply to every target, or inside a `[[targets]]` entry. A target's identity (its DSN and
 name) cannot come from the environment when the file lists targets: that would be ambiguous.
 Reading the file lives in configfile.py, secrets in credentials.py, error names in settingnames.py.
@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     slot_pattern: str | None = None
     liveness_url: str | None = None
     probe_name: str | None = None
+    consumer_metrics_url: str | None = None
     consumer_app: str | None = None
     # Kept as given and parsed per target (TargetEntry), so a TOML float or `inf` reaches the
     # unit parser's message and a TOML `true` is refused rather than coerced to 1.
@@ -86,6 +87,8 @@ class Settings(BaseSettings):
     at_risk_eta: _RawValue = None
     wal_budget_bytes: _RawValue = None
     forecast_window: _RawValue = None
+    slot_database: str | None = None
+    other_slots_top: _RawValue = None
 
     # process-wide, top level only
     listen: str = "127.0.0.1:9847"
@@ -194,6 +197,7 @@ def _resolve_target(values: dict[str, Any], where: str) -> Target:
         liveness_url=entry.liveness_url or None,
         probe_name=entry.probe_name,
         consumer_app=entry.consumer_app,
+        consumer_metrics_url=entry.consumer_metrics_url,
         thresholds=Thresholds(
             stall_after=entry.stall_after,
             inactive_after=entry.inactive_after,
@@ -202,7 +206,9 @@ def _resolve_target(values: dict[str, Any], where: str) -> Target:
             at_risk_eta=entry.at_risk_eta,
             wal_budget_bytes=entry.wal_budget_bytes,
             forecast_window=entry.forecast_window,
+            other_slots_top=entry.other_slots_top,
         ),
+        slot_database=entry.slot_database,
     )
 
 
@@ -276,6 +282,7 @@ def redacted_view(settings: Settings, targets: tuple[Target, ...]) -> dict[str, 
             "slot_pattern": t.slot_pattern,
             "liveness_url": redact_url(t.liveness_url) if t.liveness_url else None,
             "probe_name": t.probe_name,
+            "consumer_metrics_url": t.consumer_metrics_url,
             "consumer_app": t.consumer_app,
             "stall_after": t.thresholds.stall_after,
             "inactive_after": t.thresholds.inactive_after,
@@ -284,6 +291,8 @@ def redacted_view(settings: Settings, targets: tuple[Target, ...]) -> dict[str, 
             "at_risk_eta": t.thresholds.at_risk_eta,
             "wal_budget_bytes": t.thresholds.wal_budget_bytes,
             "forecast_window": t.thresholds.forecast_window,
+            "slot_database": t.slot_database,
+            "other_slots_top": t.thresholds.other_slots_top,
         }
         for t in targets
     ]

@@ -48,7 +48,7 @@ Threshold = Annotated[Duration, seconds_between("0s", "365d")]
 
 
 def _empty_is_unset(value: object) -> object:
-    # An empty variable from a unit file or a template means the SPEC default: unset. For a path
+    # An empty variable from a unit file or a template means the default: unset. For a path
     # it must not become Path("") == ".".
     return None if value == "" else value
 
@@ -66,6 +66,7 @@ TARGET_KEYS = (
     "slot_pattern",
     "liveness_url",
     "probe_name",
+    "consumer_metrics_url",
     "consumer_app",
     "stall_after",
     "inactive_after",
@@ -74,6 +75,8 @@ TARGET_KEYS = (
     "at_risk_eta",
     "wal_budget_bytes",
     "forecast_window",
+    "slot_database",
+    "other_slots_top",
 )
 # Keys that say which database a target is: never shared between targets.
 IDENTITY_KEYS = ("name", "dsn", "dsn_file", "admin_dsn", "admin_dsn_file")
@@ -81,6 +84,7 @@ IDENTITY_KEYS = ("name", "dsn", "dsn_file", "admin_dsn", "admin_dsn_file")
 
 # The defaults of SPEC §2 live once, in model.Thresholds; the settings read them from there.
 _DEFAULT = Thresholds()
+OTHER_SLOTS_TOP = _DEFAULT.other_slots_top
 
 
 class _Thresholds(BaseModel):
@@ -91,6 +95,7 @@ class _Thresholds(BaseModel):
     slot_pattern: str = "powersync_selfhost%"
     liveness_url: str = "http://127.0.0.1:8080/probes/liveness"
     probe_name: str = "powersync"
+    consumer_metrics_url: Annotated[str | None, EmptyIsUnset] = None
     consumer_app: str = "powersync/%"
     stall_after: Threshold = _DEFAULT.stall_after
     inactive_after: Threshold = _DEFAULT.inactive_after
@@ -99,6 +104,20 @@ class _Thresholds(BaseModel):
     at_risk_eta: Threshold = _DEFAULT.at_risk_eta
     wal_budget_bytes: Annotated[Size | None, EmptyIsUnset] = _DEFAULT.wal_budget_bytes
     forecast_window: Threshold = _DEFAULT.forecast_window
+    slot_database: Annotated[str | None, EmptyIsUnset] = None  # None: every database
+    other_slots_top: int = OTHER_SLOTS_TOP
+
+    @field_validator("other_slots_top", mode="before")
+    @classmethod
+    def _count(cls, value: object) -> int:
+        # From the environment a count arrives as text; a TOML true must not count as 1.
+        if value == "":
+            return OTHER_SLOTS_TOP
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+            raise ValueError("must be a whole number from 0 (off) to 1000")
+        return value
 
     @field_validator("slot_pattern", "consumer_app", "probe_name", "liveness_url")
     @classmethod
@@ -131,6 +150,27 @@ class _Thresholds(BaseModel):
             raise ValueError("must be an http:// or https:// URL, or empty to disable") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("must be an http:// or https:// URL, or empty to disable")
+        return value
+
+    @field_validator("consumer_metrics_url")
+    @classmethod
+    def _metrics_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        unusable = "must be an http:// or https:// URL, or empty to leave it off"
+        if not value.isprintable():
+            raise ValueError(
+                "must be printable text: no control characters (NUL, newline, escape, ...)"
+            )
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError):
+            raise ValueError(unusable) from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(unusable)
+        if url.userinfo:
+            # PowerSync's metrics port has no authentication, and the URL is shown on /status.
+            raise ValueError("must not carry credentials (user:password@)")
         return value
 
     @field_validator("probe_name", "consumer_app")
@@ -170,3 +210,5 @@ class Target:
     probe_name: str
     consumer_app: str
     thresholds: Thresholds
+    slot_database: str | None = None  # only this database's slots; None: every database
+    consumer_metrics_url: str | None = None  # the consumer's own Prometheus endpoint, if read

@@ -2,8 +2,8 @@
 
 A session advisory lock keyed on the slot name serialises concurrent drops. The drop statement
 itself re-checks that the slot exists, matches and is free, so nothing can change between the
-last check and the drop; with `terminate` the walsender is terminated and the drop retried every
-few milliseconds while it exits, and again after each new holder, until the deadline. Outcomes
+last check and the drop; with `terminate` each new holder is sent SIGTERM once and the drop
+retried with a doubling back-off (2 ms to 100 ms) while it exits, until the deadline. Outcomes
 are returned or raised as SlotwatchErrors; what to print is left to the caller, except the
 progress lines handed to `say`.
 """
@@ -35,10 +35,12 @@ from slotwatch.poll.queries import (
 )
 from slotwatch.units import format_duration
 
-# After a terminate, the drop is retried every SPIN_PAUSE while the walsender exits: a consumer
-# restarting on the slot needs a new process, connection and START_REPLICATION, so it loses.
-SPIN_SECONDS = 5.0
-SPIN_PAUSE = 0.002
+# After a SIGTERM the drop is retried after FIRST_PAUSE, then after twice as long each time up
+# to MAX_PAUSE: a walsender exits within milliseconds, and a consumer restarting on the slot needs
+# a new process, connection and START_REPLICATION, so the first quick tries win the race; one that
+# never exits (a stopped process) costs ten statements a second, not a busy loop.
+FIRST_PAUSE = 0.002
+MAX_PAUSE = 0.1
 LOCK_GRACE = 10.0  # seconds past the deadline a concurrent drop may keep the slot's lock
 
 Outcome = Literal["dropped", "already_gone"]
@@ -203,13 +205,17 @@ class AdminConnection:
     ) -> Outcome:
         params = {"slot": slot, "slot_like": self.like}
         holders: list[int] = []
+        signals = _Signals(self.say)
+        pause = FIRST_PAUSE
         while True:
             dropped = self._try_drop(conn, params)
             if dropped is True:
+                signals.gone_except(None)
                 return "dropped"
             server, rows = self.read()
             row = next((r for r in rows if r.name == slot), None)
             if dropped is None or (server is not None and row is None):
+                signals.gone_except(None)
                 return "already_gone"
             if server is None:
                 raise Refused("the server became a standby (in recovery): nothing was dropped")
@@ -218,22 +224,30 @@ class AdminConnection:
             if not row.active:
                 if row.synced or row.failover:
                     raise Refused(f"{slot} became a synced/failover slot; nothing was dropped")
+                signals.gone_except(None)
+                if time.monotonic() >= until:
+                    raise DeadlinePassed(_deadline_message(slot, holders, deadline, signals))
                 continue  # released between the drop and the read: try again at once
-            if row.active_pid is not None and row.active_pid not in holders:
-                holders.append(row.active_pid)
+            pid = row.active_pid
+            if pid is not None and pid not in holders:
+                holders.append(pid)
             if not terminate:
                 raise Refused(
-                    f"a walsender (pid {row.active_pid}) took the slot meanwhile; nothing was "
+                    f"a walsender (pid {pid}) took the slot meanwhile; nothing was "
                     "dropped (add --terminate to end it)"
                 )
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                raise DeadlinePassed(_deadline_message(slot, holders, deadline))
-            dropped = self._terminate_and_take(conn, params, until)
-            if dropped is True:
-                return "dropped"
-            if dropped is None:
-                return "already_gone"
+            signals.gone_except(pid)
+            if time.monotonic() >= until:
+                raise DeadlinePassed(_deadline_message(slot, holders, deadline, signals))
+            if pid is not None and not signals.sent_to(pid):
+                self._terminate(conn, params, signals)
+                pause = FIRST_PAUSE  # it may exit within milliseconds: look again soon
+            elif pid is not None:
+                signals.still_running(pid)
+            # Back off, doubling to MAX_PAUSE: a walsender that takes long to exit (or never
+            # does, being stopped) must not turn the wait into thousands of statements.
+            time.sleep(max(0.0, min(pause, until - time.monotonic())))
+            pause = min(pause * 2, MAX_PAUSE)
 
     def _try_drop(self, conn: psycopg.Connection[Any], params: dict[str, str]) -> bool | None:
         """True dropped, False not (held or changed), None: gone (someone else dropped it)."""
@@ -249,19 +263,9 @@ class AdminConnection:
                 return False  # 55006: a walsender took it between our scan and our call
         return len(rows) > 0
 
-    def _terminate_and_take(
-        self, conn: psycopg.Connection[Any], params: dict[str, str], until: float
-    ) -> bool | None:
-        """Terminate the holder, then retry the drop every few ms until it is free (or not)."""
-        self._terminate(conn, params)
-        spin_until = min(until, time.monotonic() + SPIN_SECONDS)
-        while True:
-            dropped = self._try_drop(conn, params)
-            if dropped is not False or time.monotonic() >= spin_until:
-                return dropped
-            time.sleep(SPIN_PAUSE)
-
-    def _terminate(self, conn: psycopg.Connection[Any], params: dict[str, str]) -> None:
+    def _terminate(
+        self, conn: psycopg.Connection[Any], params: dict[str, str], signals: _Signals
+    ) -> None:
         with self._errors(
             "terminating the walsender",
             "{error}: GRANT pg_signal_backend TO {role} (a walsender of a superuser can only be "
@@ -270,10 +274,63 @@ class AdminConnection:
             rows = conn.execute(terminate_statement(), params).fetchall()
         for pid, signalled in rows:
             self.terminated_pids.append(int(pid))
-            self.say(f"Terminated walsender pid {pid}" + ("" if signalled else " (signal refused)"))
+            signals.sent(int(pid), bool(signalled))
 
 
-def _deadline_message(slot: str, holders: list[int], deadline: float) -> str:
+class _Signals:
+    """SIGTERMs sent during one drop, and what became of each: the operator's progress lines.
+
+    A walsender is "terminated" only once it has let go of the slot; until then it is one that
+    was sent SIGTERM and is still running, which is said at 1 s, 2 s, 4 s... after the signal.
+    """
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self._say = say
+        self._sent: dict[int, float] = {}  # pid -> monotonic time of its SIGTERM
+        self._next_note: dict[int, float] = {}
+        self._refused: set[int] = set()
+        self.running: dict[int, float] = {}  # pid -> seconds since SIGTERM, while it holds on
+
+    def sent_to(self, pid: int) -> bool:
+        return pid in self._sent
+
+    def sent(self, pid: int, accepted: bool) -> None:
+        self._sent[pid] = time.monotonic()
+        self._next_note[pid] = 1.0
+        if accepted:
+            self._say(f"Sent SIGTERM to walsender pid {pid}")
+        else:
+            self._refused.add(pid)
+            self._say(f"Sent SIGTERM to walsender pid {pid}, but the server refused to signal it")
+
+    def still_running(self, pid: int) -> None:
+        waited = time.monotonic() - self._sent[pid]
+        self.running[pid] = waited
+        if waited >= self._next_note[pid]:
+            self._next_note[pid] *= 2
+            self._say(f"Sent SIGTERM to pid {pid}; still running after {waited:.1f}s")
+
+    def gone_except(self, holder: int | None) -> None:
+        """Every signalled pid other than `holder` has let go of the slot: say so, once."""
+        for pid in [p for p in self._sent if p != holder and p in self._next_note]:
+            waited = time.monotonic() - self._sent[pid]
+            del self._next_note[pid]
+            self.running.pop(pid, None)
+            self._say(f"Walsender pid {pid} is gone, {waited:.1f}s after SIGTERM")
+
+
+def _deadline_message(slot: str, holders: list[int], deadline: float, signals: _Signals) -> str:
+    stuck = [pid for pid in holders if pid in signals.running]
+    if len(holders) == 1 and stuck:
+        pid = stuck[0]
+        return (
+            f"gave up after {format_duration(deadline)} (--deadline): walsender pid {pid} was "
+            f"sent SIGTERM {signals.running[pid]:.1f}s ago and is still running; {slot} was NOT "
+            "dropped. A walsender that does not act on SIGTERM is usually stopped (SIGSTOP, a "
+            "debugger, a frozen container or host): it acts on the signal only once it is "
+            f"continued. On the database host, `ps -o stat= -p {pid}` shows T for a stopped "
+            f"process; continue it (kill -CONT {pid}) and it exits, then run the drop again"
+        )
     who = (
         f"walsender pid {holders[0]} did not let go"
         if len(holders) == 1

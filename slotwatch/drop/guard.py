@@ -16,7 +16,7 @@ from slotwatch.model import SlotState
 from slotwatch.patterns import pattern_matches
 
 # States that mean the consumer is doing its job: dropping would only force a full re-snapshot.
-# SPEC §5 names healthy and lagging; snapshotting is protected too, because dropping a slot in
+# docs/contract.md §5 names healthy and lagging; snapshotting is protected too: dropping a slot in
 # the middle of PowerSync's initial copy throws the copy away and starts it again from zero.
 PROTECTED_STATES = frozenset({SlotState.HEALTHY, SlotState.LAGGING, SlotState.SNAPSHOTTING})
 

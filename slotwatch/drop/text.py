@@ -73,8 +73,10 @@ def slot_report(
     lines.extend(checks(verdict))
     if verdict.allowed:
         action = (
-            f"terminate the walsender holding the slot (now {sender}), then drop the slot, "
-            f"retrying for up to {format_duration(deadline)} if the consumer reattaches"
+            f"terminate the walsender holding the slot (now {sender}) with SIGTERM, then drop "
+            "the slot once it has let go, retrying with a back-off for up to "
+            f"{format_duration(deadline)} if the consumer reattaches or the walsender is slow "
+            "to exit"
             if d.get("active")
             else "drop the slot"
         )

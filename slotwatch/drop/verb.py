@@ -1,4 +1,4 @@
-"""The guarded drop of a slot (SPEC §5 `drop`): read, judge, confirm, drop, audit.
+"""The guarded drop of a slot (docs/contract.md §5 `drop`): read, judge, confirm, drop, audit.
 
 The order is the safety argument:
 1. Refusals that need no history (pattern, missing, standby, synced/failover, active without

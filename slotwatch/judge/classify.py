@@ -1,4 +1,4 @@
-"""Decide each slot's SPEC §2 state, with reasons and figures, from its rows and its track.
+"""Decide each slot's state (docs/contract.md §2), with reasons and figures, from rows and track.
 
 Pure: `observe` advances a slot's memory by one poll, `classify` reads a verdict from it. The
 caller owns the clock and the storage, and calls both once per poll per slot, in that order.
@@ -9,14 +9,33 @@ that already saw the current position with at least the lag floor waiting*: that
 position was stuck by then, and the poll before it either saw another position or too little WAL
 to matter. So the stall is measured from below, never above, with at most one poll interval of
 error: `wedged` is never claimed early. The local inactivity clock works the same way.
+
+Stall and attachment: the stall clock keeps its meaning (it runs whether or not a walsender holds
+the slot), but only time a walsender holds the slot is evidence of a wedge. A slot reads `wedged`
+once the clock is past the stall window and either a walsender has held it for the attach grace
+without the position moving (now, or before it left), or walsenders have left twice without
+the position moving (a crash loop); both stay true across detach and re-attach until the
+position moves, so a crash loop reads `wedged` on every poll instead of flickering.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
-from slotwatch.judge.forecast import Forecast, invalidation_eta, wal_rate, window_samples
-from slotwatch.model import Assessment, Sample, ServerRow, SlotRow, SlotState, SlotTrack, Thresholds
+from slotwatch.judge.forecast import Forecast, invalidation_eta, window_samples
+from slotwatch.model import (
+    Assessment,
+    Attachment,
+    ConsumerAccount,
+    Sample,
+    ServerRow,
+    SlotRow,
+    SlotState,
+    SlotTrack,
+    Thresholds,
+    Tries,
+)
 from slotwatch.units import format_bytes, format_duration
 
 # What a stopped consumer's socket buffers can still take in (Linux autotunes a TCP receive plus
@@ -27,6 +46,33 @@ SOCKET_BUFFER_BYTES = 16 * 1024 * 1024
 # Upper bound on remembered samples per slot, whatever the poll interval and window: memory
 # stays flat over weeks even with a window far longer than the poll interval.
 MAX_SAMPLES = 512
+
+# How long a walsender that has just attached may hold a stalled slot without confirming before the
+# slot can read `wedged` (never longer than the stall window). PowerSync sends a status reply every
+# 10 s on a timer and its first confirm comes ~10 s after it attaches (9.9 s measured, with a
+# 307 MB backlog); the reply it sends then may still carry the old position if its first batch is
+# not yet committed to storage, so a second reply 10 s later is the first that must move. Three
+# status intervals leave one interval for a loaded host, and stay well under PowerSync's 30 s
+# retry back-off and the default 5 min window.
+ATTACH_GRACE = 30.0
+
+# Walsenders that left without the position moving, before the slot reads as crash-looping: one
+# failure is a reconnect (PowerSync retries ~30 s later and then confirms); two are a pattern.
+CRASH_LOOP_FAILURES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerEvidence:
+    """The consumer's own account as it bears on one slot at one poll (built by the caller)."""
+
+    account: ConsumerAccount
+    fresh: bool  # its latest reading is recent enough to speak for this poll
+    shared: str | None = None  # why it cannot speak for this slot alone, if it cannot
+
+
+def attach_grace(th: Thresholds) -> float:
+    """The grace of a newly attached walsender: ATTACH_GRACE, bounded by the stall window."""
+    return min(th.stall_after, ATTACH_GRACE)
 
 
 def observe(
@@ -47,10 +93,24 @@ def observe(
     stall_since = _stall_since(prev, history, sample, th)
 
     inactive_since: float | None = None
+    inactive_seconds = 0.0
     if not row.active:
         earlier = prev.inactive_since if prev is not None else None
         # After the clock steps back, an instant from "the future" would never age: restart.
         inactive_since = earlier if earlier is not None and earlier <= at else at
+        inactive_seconds = (
+            max(0.0, row.server_inactive_seconds)
+            if row.server_inactive_seconds is not None
+            else at - inactive_since
+        )
+
+    moved = prev is None or prev.last_confirmed_lsn != row.confirmed_flush_lsn
+    confirmed_since = (
+        at
+        if moved or prev is None or prev.confirmed_since is None
+        else (min(prev.confirmed_since, at))
+    )
+    walsender, tries = _attachment(prev, row, at, moved, confirmed_since)
 
     return SlotTrack(
         first_seen=prev.first_seen if prev is not None else at,
@@ -58,7 +118,66 @@ def observe(
         stall_since=stall_since,
         inactive_since=inactive_since,
         samples=samples,
+        confirmed_since=confirmed_since,
+        walsender=walsender,
+        tries=tries,
+        inactive_seconds=inactive_seconds,
     )
+
+
+def _attachment(
+    prev: SlotTrack | None, row: SlotRow, at: float, moved: bool, confirmed_since: float
+) -> tuple[Attachment | None, Tries]:
+    """Who holds the slot now, and the tally of walsenders since the position last moved."""
+    tries = Tries() if moved or prev is None else prev.tries
+    before = prev.walsender if prev is not None else None
+    same = before is not None and row.active and row.active_pid == before.pid
+    if prev is not None and before is not None and not same and not moved:
+        # It left (or was replaced) with the position stuck: how long it held the slot without
+        # confirming, from its first poll (or the last move) to the last poll that saw it. One
+        # that never moved the position while it held the slot is a failed attempt.
+        held = max(0.0, _last_seen(prev) - max(before.since, confirmed_since))
+        tries = replace(
+            tries,
+            failed=tries.failed + (1 if confirmed_since <= before.since else 0),
+            longest_failed_hold=max(tries.longest_failed_hold, held),
+        )
+    if (
+        not row.active
+        and prev is not None
+        and before is None
+        and not moved
+        and row.server_inactive_seconds is not None
+        and row.server_inactive_seconds < prev.inactive_seconds + _gap(prev, at) - 1.0
+    ):
+        # PostgreSQL 17+ restarted inactive_since between two polls that both saw no walsender:
+        # one attached and left unseen (a crash loop faster than the polls), without confirming.
+        first_at = tries.first_at if tries.first_at is not None else at
+        tries = replace(tries, count=tries.count + 1, failed=tries.failed + 1, first_at=first_at)
+    if not row.active:
+        return None, tries
+    if same and before is not None:
+        return before, tries
+    if prev is None:
+        # Already there when slotwatch first looked: when it attached is unknown.
+        return Attachment(row.active_pid, at, seen_attaching=False), tries
+    attached = Attachment(
+        row.active_pid,
+        at,
+        seen_attaching=True,
+        after_inactive=prev.inactive_seconds if before is None else None,
+    )
+    first_at = tries.first_at if tries.first_at is not None else at
+    return attached, replace(tries, count=tries.count + 1, first_at=first_at)
+
+
+def _last_seen(prev: SlotTrack) -> float:
+    """When the previous poll was taken."""
+    return prev.samples[-1].at if prev.samples else prev.first_seen
+
+
+def _gap(prev: SlotTrack, at: float) -> float:
+    return max(0.0, at - _last_seen(prev))
 
 
 def _stall_since(
@@ -95,11 +214,16 @@ def classify(
     track: SlotTrack,
     th: Thresholds,
     polled_once: bool = False,
+    *,
+    wal_rate: float | None = None,
+    consumer: ConsumerEvidence | None = None,
 ) -> Assessment:
-    """The slot's state for the latest observed poll: the first SPEC §2 state that applies.
+    """The slot's state for the latest observed poll: the first that applies (docs/contract.md §2).
 
     `polled_once` is for one-shot commands that have no history: they never claim `wedged`, and
-    time inactivity only from the server's own `inactive_since`.
+    time inactivity only from the server's own `inactive_since`. `wal_rate` is the target's WAL
+    write rate (one figure per target, computed by its memory); `consumer` is the consumer's own
+    account of its progress, when its metrics are read.
     """
     now = track.samples[-1].at if track.samples else track.first_seen
     current = server.current_lsn
@@ -116,8 +240,6 @@ def classify(
     forecast = invalidation_eta(
         track.samples, server.max_slot_wal_keep_size, th.wal_budget_bytes, th.forecast_window, now
     )
-    recent = window_samples(track.samples, th.forecast_window, now)
-    rate = wal_rate([(sample.at, sample.current_lsn) for sample in recent])
 
     def verdict(state: SlotState, reasons: list[str]) -> Assessment:
         return Assessment(
@@ -131,7 +253,7 @@ def classify(
             invalidation_eta_seconds=forecast.eta_seconds,
             wal_budget_bytes=forecast.budget_bytes,
             wal_budget_ratio=forecast.ratio,
-            wal_rate_bytes_per_second=rate,
+            wal_rate_bytes_per_second=wal_rate,
         )
 
     lost = _lost_reasons(row)
@@ -182,23 +304,49 @@ def classify(
             "stalled cannot be judged from one poll"
         )
 
-    if row.active and stall > 0 and stall >= th.stall_after:
+    evidence = _wedge_evidence(row, track, now, th) if stall > 0 else []
+    if stall > 0 and stall >= th.stall_after and evidence:
+        stalled = (
+            f"confirmed_flush_lsn has not advanced for {format_duration(stall)} "
+            f"with {format_bytes(lag)} of WAL waiting"
+        )
+        reading = _reading_reasons(row, sent_lag, lag, th) if row.active else []
+        busy = _busy(consumer)
+        if busy is not None:
+            return verdict(
+                SlotState.LAGGING,
+                [
+                    busy,
+                    f"{stalled}: it is busy with it (one large transaction, or a catch-up), "
+                    "not a wedge",
+                    *notes,
+                ],
+            )
         return verdict(
             SlotState.WEDGED,
             [
-                f"confirmed_flush_lsn has not advanced for {format_duration(stall)} "
-                f"with {format_bytes(lag)} of WAL waiting",
-                *_reading_reasons(row, sent_lag, lag, th),
-                *_timeout_reasons(server),
+                stalled,
+                *evidence,
+                *(_grace_notes(track, now, th) if row.active else []),
+                *reading,
+                *_consumer_notes(consumer),
+                *(_timeout_reasons(server) if row.active else []),
                 *notes,
             ],
         )
     if stall > 0:
+        window = (
+            f"wedged after {format_duration(th.stall_after)}"
+            if stall < th.stall_after
+            else "time without a walsender is not wedge evidence"
+        )
         notes.append(
             f"confirmed_flush_lsn has not advanced for {format_duration(stall)} with "
-            f"{format_bytes(lag)} of WAL waiting (wedged after {format_duration(th.stall_after)})"
+            f"{format_bytes(lag)} of WAL waiting ({window})"
         )
-        notes.extend(_reading_reasons(row, sent_lag, lag, th) if row.active else [])
+        grace = _grace_notes(track, now, th) if row.active else []
+        # A walsender in its grace is catching up, not failing to confirm: say only that.
+        notes.extend(grace or (_reading_reasons(row, sent_lag, lag, th) if row.active else []))
 
     if lag is not None and lag > th.lag_warn_bytes:
         return verdict(
@@ -220,6 +368,110 @@ def classify(
     else:
         summary = f"{format_bytes(lag)} behind"
     return verdict(SlotState.HEALTHY, [summary, *notes])
+
+
+def _wedge_evidence(row: SlotRow, track: SlotTrack, now: float, th: Thresholds) -> list[str]:
+    """Why a stall is the consumer's doing, from time a walsender held the slot; [] if it is not.
+
+    Time without a walsender is never evidence: a slot whose walsender has only just attached
+    gets the grace first, unless earlier walsenders already failed in this stall.
+    """
+    grace = attach_grace(th)
+    tries = track.tries
+    reasons: list[str] = []
+    if tries.failed >= CRASH_LOOP_FAILURES and tries.first_at is not None:
+        reasons.append(
+            f"re-attached {tries.count} times in {format_duration(now - tries.first_at)} without "
+            "confirming: each walsender left without moving confirmed_flush_lsn (a crash loop)"
+        )
+    walsender = track.walsender if row.active else None
+    if walsender is not None and _held(walsender, track, now) >= grace:
+        if walsender.seen_attaching:
+            reasons.append(
+                f"its walsender (pid {walsender.pid}) attached "
+                f"{format_duration(now - walsender.since)} ago and has not confirmed "
+                f"(a new walsender gets {format_duration(grace)})"
+            )
+        else:
+            reasons.append(
+                f"a walsender (pid {walsender.pid}) has held the slot for "
+                f"{format_duration(_held(walsender, track, now))} without confirming"
+            )
+    if tries.longest_failed_hold >= grace:
+        reasons.append(
+            f"an earlier walsender held it for {format_duration(tries.longest_failed_hold)} "
+            "without confirming before it left"
+        )
+    return reasons
+
+
+def _held(walsender: Attachment, track: SlotTrack, now: float) -> float:
+    since = max(walsender.since, track.confirmed_since or walsender.since)
+    return max(0.0, now - since)
+
+
+def _grace_notes(track: SlotTrack, now: float, th: Thresholds) -> list[str]:
+    walsender = track.walsender
+    if walsender is None or not walsender.seen_attaching:
+        return []
+    grace = attach_grace(th)
+    age = now - walsender.since
+    if _held(walsender, track, now) >= grace:
+        return []
+    if walsender.after_inactive is not None:
+        came = (
+            f"re-attached {format_duration(age)} ago after "
+            f"{format_duration(walsender.after_inactive)} without a walsender"
+        )
+    else:
+        came = f"a new walsender (pid {walsender.pid}) took the slot {format_duration(age)} ago"
+    return [
+        f"{came}; waiting for its first confirm (wedged if none within {format_duration(grace)})"
+    ]
+
+
+def _busy(consumer: ConsumerEvidence | None) -> str | None:
+    """The consumer's own proof that it is applying changes, or None."""
+    if consumer is None or consumer.shared is not None or not consumer.fresh:
+        return None
+    account = consumer.account
+    if not account.reading.up or not account.rising:
+        return None
+    over = account.rose_over
+    # Readings a probe interval apart: under 10 s the whole seconds of format_duration say 0s.
+    span = format_duration(over) if over >= 10 else f"{over:.1f}s"
+    return (
+        f"the consumer is applying changes: its powersync_rows_replicated_total rose by "
+        f"{account.rose_by:.0f} in the last {span} (its own metrics)"
+    )
+
+
+def _consumer_notes(consumer: ConsumerEvidence | None) -> list[str]:
+    """What the consumer's own account adds to a wedge (the #700 blindness, made visible)."""
+    if consumer is None:
+        return []
+    account = consumer.account
+    reading = account.reading
+    if consumer.shared is not None:
+        return [f"its own metrics cannot speak for this slot: {consumer.shared}"]
+    if not reading.up:
+        return [f"its own metrics endpoint did not answer ({reading.error})"]
+    if not consumer.fresh:
+        return ["its own metrics were not read recently enough to speak for this poll"]
+    notes = []
+    if account.progress_at is not None and account.last_rows is not None:
+        age = max(0.0, reading.checked_at - account.progress_at)
+        notes.append(
+            f"its own powersync_rows_replicated_total has not risen for {format_duration(age)}"
+        )
+    elif account.last_rows is None:
+        notes.append("its own metrics carry no powersync_rows_replicated_total")
+    if reading.lag_seconds is not None:
+        notes.append(
+            f"PowerSync's own powersync_replication_lag_seconds claims "
+            f"{format_duration(reading.lag_seconds)}"
+        )
+    return notes
 
 
 def _inactive(

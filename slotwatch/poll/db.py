@@ -14,12 +14,14 @@ import socket
 import threading
 import time
 import traceback
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 import psycopg
 import psycopg.conninfo
 import psycopg.errors
+from psycopg.rows import dict_row
 from pydantic import SecretStr
 
 from slotwatch.errors import (
@@ -30,7 +32,7 @@ from slotwatch.errors import (
     UnsupportedServer,
 )
 from slotwatch.logs import REDACTOR
-from slotwatch.model import PollError, PollResult, ServerRow, SlotRow
+from slotwatch.model import OtherSlotRow, PollError, PollResult, ServerRow, SlotRow
 from slotwatch.patterns import like_pattern
 from slotwatch.poll.queries import can_list_waldir_statement, poll_statement
 
@@ -203,21 +205,36 @@ def _missing_database(message: str) -> PollError:
     )
 
 
-def parse_poll(document: dict[str, Any]) -> tuple[ServerRow, tuple[SlotRow, ...]]:
-    """Turn the poll statement's JSON document into plain rows (pure)."""
-    if document["in_recovery"]:
+def parse_poll(
+    rows: list[dict[str, Any]],
+) -> tuple[ServerRow, tuple[SlotRow, ...], tuple[OtherSlotRow, ...]]:
+    """Turn the poll statement's rows into plain data (pure).
+
+    Every row carries the server's figures; a row whose `name` is NULL stands for a server with
+    no slot at all. Slots matching the pattern become SlotRows, the others in scope (the
+    target's database, or every database) OtherSlotRows; the oldest restart_lsn is taken over
+    every slot of the server, in scope or not, because that is what pins pg_wal.
+    """
+    first = rows[0]
+    if first["in_recovery"]:
         raise UnsupportedServer(
             "the server is a standby (in recovery): slotwatch watches the primary"
         )
+    present = sorted((r for r in rows if r["name"] is not None), key=lambda r: str(r["name"]))
+    holding = [r for r in present if r["restart_lsn"] is not None]
+    oldest = min(holding, key=lambda r: (r["restart_lsn"], r["name"])) if holding else None
     server = ServerRow(
-        version_num=int(document["version_num"]),
+        version_num=first["version_num"],
         in_recovery=False,
-        current_lsn=int(document["current_lsn"]),
-        max_slot_wal_keep_size=int(document["max_slot_wal_keep_size"]),
-        wal_segment_size=int(document["wal_segment_size"]),
-        wal_directory_bytes=_int(document["wal_directory_bytes"]),
-        wal_sender_timeout=float(document["wal_sender_timeout_ms"]) / 1000.0,
-        server_epoch=float(document["server_epoch"]),
+        current_lsn=first["current_lsn"],
+        max_slot_wal_keep_size=first["max_slot_wal_keep_size"],
+        wal_segment_size=first["wal_segment_size"],
+        wal_directory_bytes=first["wal_directory_bytes"],
+        wal_sender_timeout=first["wal_sender_timeout_ms"] / 1000.0,
+        server_epoch=first["server_epoch"],
+        system_identifier=_int(first["system_identifier"]),
+        oldest_restart_lsn=oldest["restart_lsn"] if oldest else None,
+        oldest_restart_slot=oldest["name"] if oldest else None,
     )
     slots = tuple(
         SlotRow(
@@ -225,39 +242,49 @@ def parse_poll(document: dict[str, Any]) -> tuple[ServerRow, tuple[SlotRow, ...]
             plugin=s["plugin"],
             slot_type=s["slot_type"],
             database=s["database"],
-            temporary=bool(s["temporary"]),
-            active=bool(s["active"]),
-            active_pid=_int(s["active_pid"]),
-            restart_lsn=_int(s["restart_lsn"]),
-            confirmed_flush_lsn=_int(s["confirmed_flush_lsn"]),
+            temporary=s["temporary"],
+            active=s["active"],
+            active_pid=s["active_pid"],
+            restart_lsn=s["restart_lsn"],
+            confirmed_flush_lsn=s["confirmed_flush_lsn"],
             wal_status=s["wal_status"],
-            safe_wal_size=_int(s["safe_wal_size"]),
-            catalog_xmin_age=_int(s["catalog_xmin_age"]),
-            server_inactive_seconds=_float(s["server_inactive_seconds"]),
+            safe_wal_size=s["safe_wal_size"],
+            catalog_xmin_age=s["catalog_xmin_age"],
+            server_inactive_seconds=s["server_inactive_seconds"],
             invalidation_reason=s["invalidation_reason"],
-            conflicting=s["conflicting"],
             synced=s["synced"],
             failover=s["failover"],
-            sender_pid=_int(s["sender_pid"]),
+            sender_pid=s["sender_pid"],
             sender_application_name=s["sender_application_name"],
             sender_state=s["sender_state"],
-            sent_lsn=_int(s["sent_lsn"]),
+            sent_lsn=s["sent_lsn"],
             consumer_busy=bool(s["consumer_busy"]),
-            spill_bytes=_int(s["spill_bytes"]),
-            stream_bytes=_int(s["stream_bytes"]),
-            total_bytes=_int(s["total_bytes"]),
+            spill_bytes=s["spill_bytes"],
+            stream_bytes=s["stream_bytes"],
+            total_bytes=s["total_bytes"],
         )
-        for s in document["slots"]
+        for s in present
+        if s["matched"] and s["in_scope"]
     )
-    return server, slots
+    others = tuple(
+        OtherSlotRow(
+            name=s["name"],
+            slot_type=s["slot_type"],
+            plugin=s["plugin"],
+            database=s["database"],
+            active=s["active"],
+            restart_lsn=s["restart_lsn"],
+            wal_status=s["wal_status"],
+            server_inactive_seconds=s["server_inactive_seconds"],
+        )
+        for s in present
+        if not s["matched"] and s["in_scope"]
+    )
+    return server, slots, others
 
 
 def _int(value: Any) -> int | None:
     return None if value is None else int(value)
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def can_list_waldir(conn: psycopg.Connection[Any]) -> bool:
@@ -275,16 +302,39 @@ def session_poll_statement(conn: psycopg.Connection[Any]) -> str:
     return poll_statement(conn.info.server_version, list_waldir=can_list_waldir(conn))
 
 
+def fetch_poll(
+    conn: psycopg.Connection[Any],
+    statement: str,
+    slot_pattern: str,
+    consumer_app: str,
+    slot_database: str | None = None,
+    *,
+    all_counters: bool = True,
+) -> tuple[ServerRow, tuple[SlotRow, ...], tuple[OtherSlotRow, ...]]:
+    """Run the session's poll statement: one round trip, one row per slot of the server.
+
+    Without `all_counters` only active slots' decoding counters are read (see poll.sql); the
+    others come back as None, for the caller to fill with their last known values.
+    """
+    params = {
+        "slot_like": like_pattern(slot_pattern),
+        "consumer_like": like_pattern(consumer_app),
+        "slot_database": slot_database,
+        "all_counters": all_counters,
+    }
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(statement, params).fetchall()
+    if not rows:  # pragma: no cover - the statement always returns at least one row
+        raise SlotwatchError("the poll statement returned no row")
+    return parse_poll(rows)
+
+
 def fetch(
     conn: psycopg.Connection[Any], statement: str, slot_pattern: str, consumer_app: str
 ) -> tuple[ServerRow, tuple[SlotRow, ...]]:
-    """Run the session's poll statement: one round trip, one row."""
-    params = {"slot_like": like_pattern(slot_pattern), "consumer_like": like_pattern(consumer_app)}
-    row = conn.execute(statement, params).fetchone()
-    if row is None:  # pragma: no cover - the statement always returns one row
-        raise SlotwatchError("the poll statement returned no row")
-    document: dict[str, Any] = row[0]
-    return parse_poll(document)
+    """The matching slots only (what `drop` reads)."""
+    server, slots, _others = fetch_poll(conn, statement, slot_pattern, consumer_app)
+    return server, slots
 
 
 class AnswerDeadline:
@@ -333,6 +383,39 @@ class AnswerDeadline:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+# Every this many polls (and on each new connection) the decoding counters of inactive slots are
+# read too: decoding by SQL (pg_logical_slot_get_changes) between two polls moves them unseen.
+ALL_COUNTERS_EVERY = 20
+
+
+def carry_counters(
+    slots: tuple[SlotRow, ...], last: dict[str, tuple[int | None, int | None, int | None]]
+) -> tuple[tuple[SlotRow, ...], bool]:
+    """Fill the counters not read this poll with their last values; remember the new ones.
+
+    Also says whether a slot's counters were unknown (a new inactive slot): the next poll
+    then reads them all.
+    """
+    carried = []
+    unknown = False
+    for row in slots:
+        read = (row.spill_bytes, row.stream_bytes, row.total_bytes)
+        if read != (None, None, None) or row.slot_type != "logical":
+            last[row.name] = read
+            carried.append(row)
+        elif row.name in last:
+            spill, stream, total = last[row.name]
+            carried.append(
+                replace(row, spill_bytes=spill, stream_bytes=stream, total_bytes=total)
+            )
+        else:
+            unknown = True
+            carried.append(row)
+    for gone in set(last) - {row.name for row in slots}:
+        del last[gone]
+    return tuple(carried), unknown
+
+
 class TargetConnection:
     """One target's connection, opened lazily and reopened after failures."""
 
@@ -345,15 +428,20 @@ class TargetConnection:
         *,
         connect_timeout: float,
         statement_timeout: float,
+        slot_database: str | None = None,
     ) -> None:
         self.name = name
         self._dsn = dsn
         self._slot_pattern = slot_pattern
         self._consumer_app = consumer_app
+        self._slot_database = slot_database
         self._connect_timeout = connect_timeout
         self._statement_timeout = statement_timeout
         self._conn: psycopg.Connection[Any] | None = None
         self._statement: str | None = None  # chosen once per connection
+        self._counters: dict[str, tuple[int | None, int | None, int | None]] = {}
+        self._polls = 0  # on this connection
+        self._read_all_counters = True
 
     def poll(self) -> PollResult:
         started = time.time()
@@ -374,9 +462,20 @@ class TargetConnection:
             with deadline:
                 if self._statement is None:
                     self._statement = session_poll_statement(self._conn)
-                server, slots = fetch(
-                    self._conn, self._statement, self._slot_pattern, self._consumer_app
+                    self._polls = 0
+                    self._read_all_counters = True
+                server, slots, others = fetch_poll(
+                    self._conn,
+                    self._statement,
+                    self._slot_pattern,
+                    self._consumer_app,
+                    self._slot_database,
+                    all_counters=self._read_all_counters,
                 )
+                self._polls += 1
+                slots, unknown = carry_counters(slots, self._counters)
+                # PostgreSQL 13 has no counters: asking for them all changes nothing there.
+                self._read_all_counters = unknown or self._polls % ALL_COUNTERS_EVERY == 0
         except (psycopg.Error, UnsupportedServer) as exc:
             # A query error leaves the connection usable, a lost one does not: start afresh.
             self.close()
@@ -393,7 +492,9 @@ class TargetConnection:
             self.close()
             error = PollError("other", f"unexpected {type(exc).__name__}: {one_line(exc)}")
             return PollResult(self.name, started, time.monotonic() - clock, error=error)
-        return PollResult(self.name, started, time.monotonic() - clock, server, slots)
+        return PollResult(
+            self.name, started, time.monotonic() - clock, server, slots, others=others
+        )
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

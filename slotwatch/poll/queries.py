@@ -14,8 +14,10 @@ from slotwatch.errors import UnsupportedServer
 
 MIN_VERSION = 130000
 
-# (first version_num it applies to, file): newest first.
-_POLL = ((170000, "poll_pg17.sql"), (140000, "poll_pg14.sql"), (MIN_VERSION, "poll_pg13.sql"))
+# The poll's marked fragments, `/*NAME else ALT*/text/*end*/`: kept when the server has the
+# feature, else replaced by ALT. The one place that knows which server has what.
+_SINCE = {"pg14": 140000, "pg17": 170000}  # pg_stat_replication_slots; inactive_since & co.
+_FRAGMENT = re.compile(r"/\*(\w+) else ?(.*?)\*/(.*?)/\*end\*/", re.S)
 
 
 @cache
@@ -23,28 +25,34 @@ def _read(name: str) -> str:
     return resources.files("slotwatch.poll").joinpath("sql", name).read_text(encoding="utf-8")
 
 
-_WALDIR = re.compile(r"/\*waldir\*/.*?/\*waldir\*/", re.S)
-
-
 def can_list_waldir_statement() -> str:
     """Asked once per connection: may this role run pg_ls_waldir()?"""
     return _read("can_list_waldir.sql")
 
 
+@cache
 def poll_statement(version_num: int, *, list_waldir: bool = True) -> str:
     """The poll statement for a server; raises UnsupportedServer below PostgreSQL 13.
 
     Without `list_waldir` the pg_ls_waldir() expression becomes NULL: PostgreSQL checks EXECUTE
     on every function of a statement before running it, so no CASE can guard it.
     """
-    for first, name in _POLL:
-        if version_num >= first:
-            text = _read(name)
-            return text if list_waldir else _WALDIR.sub("NULL::numeric", text)
-    raise UnsupportedServer(
-        f"PostgreSQL {version_num // 10000} is not supported: slotwatch needs 13 or newer"
-        " (wal_status and safe_wal_size)"
-    )
+    if version_num < MIN_VERSION:
+        raise UnsupportedServer(
+            f"PostgreSQL {version_num // 10000} is not supported: slotwatch needs 13 or newer"
+            " (wal_status and safe_wal_size)"
+        )
+    have = {name for name, first in _SINCE.items() if version_num >= first}
+    if list_waldir:
+        have.add("waldir")
+
+    def keep_or_replace(fragment: re.Match[str]) -> str:
+        name, alternative, text = fragment.groups()
+        if name not in _SINCE and name != "waldir":  # pragma: no cover - a typo in poll.sql
+            raise ValueError(f"poll.sql: unknown fragment /*{name} else ...*/")
+        return text if name in have else alternative
+
+    return _FRAGMENT.sub(keep_or_replace, _read("poll.sql"))
 
 
 # The guarded drop (slotwatch/execute.py). Each statement binds %(slot)s and, where it re-checks
@@ -56,7 +64,8 @@ def _by_version(choices: tuple[tuple[int, str], ...], version_num: int) -> str:
     for first, name in choices:
         if version_num >= first:
             return _read(name)
-    return poll_statement(version_num)  # raises UnsupportedServer with the usual message
+    poll_statement(version_num)  # raises UnsupportedServer with the usual message
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def drop_statement(version_num: int) -> str:

@@ -1,1 +1,1 @@
-"""Showing the latest snapshot: the store, the metrics collector, the read-only endpoints."""
+"""Showing the latest snapshot: the store, the metric table and its rendering, the endpoints."""

@@ -1,108 +1,314 @@
-"""The HTTP face of the daemon: GET /metrics, /healthz and /status (SPEC §4), read-only.
+"""The HTTP face of the daemon: GET /, /metrics, /healthz and /status (docs/contract.md §4).
 
-Every answer is built from the store's latest snapshot; no request ever waits on the database.
+Every answer is built from the store's latest snapshot; no request waits on the database and no
+endpoint changes anything. The server is one asyncio loop in a background thread: it accepts,
+reads request heads and writes answers for every connection, so an idle or slowly dripping
+client costs a file descriptor, never a thread. Answers are computed on a small, fixed pool of
+worker threads. Each connection has a deadline for its request head and for writing its answer;
+when connections pile up beyond `max_connections`, the oldest one still waiting for its request
+is closed to make room. A listen backlog of `backlog` absorbs a burst of scrapers. Errors on a
+connection (resets, broken pipes, garbage) end that connection with one debug line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import html
+import io
 import json
+import resource
 import socket
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from http.client import HTTPException, parse_headers
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
+from slotwatch import __version__
 from slotwatch.errors import ConfigError
 from slotwatch.logs import get_logger
+from slotwatch.serve.exposition import Exposition
 
 log = get_logger("slotwatch.http")
 
+BACKLOG = 1024  # the kernel caps it at net.core.somaxconn (4096 on current Linux)
+WORKERS = 4
+HEAD_TIMEOUT = 10.0  # seconds a connection may take to send a whole request head
+WRITE_TIMEOUT = 30.0  # seconds an answer may take to be written to a slow reader
+HEAD_LIMIT = 16 * 1024  # bytes of request line and headers
+REQUESTS_PER_CONNECTION = 1000
+ACCEPT_BATCH = 16
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    registry: CollectorRegistry
-    health: Callable[[], tuple[bool, str]]
-    status: Callable[[], dict[str, Any]]
+TEXT = "text/plain; charset=utf-8"
+
+# Every path the server answers, and what it answers with: the landing page and the reference
+# page list them from here.
+ENDPOINTS = (
+    ("/", "this page: links to the endpoints below"),
+    ("/metrics", "Prometheus metrics from the latest poll (OpenMetrics when asked, gzip when"
+     " accepted)"),
+    ("/status", "every target and slot as JSON: its state, the reasons for it, its figures"),
+    ("/healthz", "200 while polls run on schedule (even if a database is down), else 503"),
+)
+
+LANDING = (
+    "<!DOCTYPE html>\n<html lang=\"en\">\n"
+    "<head><meta charset=\"utf-8\"><title>slotwatch</title></head>\n<body>\n"
+    "<h1>slotwatch</h1>\n"
+    f"<p>Watches PostgreSQL logical replication slots consumed by PowerSync."
+    f" Version {html.escape(__version__)}.</p>\n<ul>\n"
+    + "".join(
+        f'<li><a href="{path.lstrip("/")}">{path}</a>: {html.escape(what)}</li>\n'
+        for path, what in ENDPOINTS
+        if path != "/"
+    )
+    + "</ul>\n</body>\n</html>\n"
+).encode()
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+def default_max_connections() -> int:
+    """Half of the process's file descriptor limit: the rest is left for database connections,
+    the probe and the log."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, soft // 2)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "slotwatch"
-    sys_version = ""
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    path: str
+    version: str
+    headers: Any  # http.client.HTTPMessage
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
-        elif path == "/healthz":
-            ok, why = self.server.health()
-            self._send(200 if ok else 503, "text/plain; charset=utf-8", f"{why}\n".encode())
-        elif path == "/status":
-            body = json.dumps(self.server.status(), indent=2, allow_nan=False).encode()
-            self._send(200, "application/json", body + b"\n")
-        elif path == "/":
-            links = b"slotwatch: /metrics /healthz /status\n"
-            self._send(200, "text/plain; charset=utf-8", links)
-        else:
-            self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def _send(self, code: int, content_type: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
-        log.debug("http request", client=self.client_address[0], line=format % args)
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    content_type: str
+    body: bytes
+    extra: tuple[tuple[str, str], ...] = ()
 
 
 class HttpServer:
-    """Serves in a background thread until `stop()`."""
+    """Serves in a background thread from `start()` until `stop()`."""
 
     def __init__(
         self,
         address: tuple[str, int],
-        registry: CollectorRegistry,
+        metrics: Exposition,
         health: Callable[[], tuple[bool, str]],
         status: Callable[[], dict[str, Any]],
+        *,
+        workers: int = WORKERS,
+        backlog: int = BACKLOG,
+        max_connections: int | None = None,
+        head_timeout: float = HEAD_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         host, port = address
-        server_class = _Server6 if ":" in host else _Server
         try:
-            self._server = server_class((host, port), _Handler)
+            self._sock = socket.create_server(
+                (host, port),
+                family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                backlog=backlog,
+            )
         except OSError as exc:
             shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             raise ConfigError(
                 f"cannot listen on {shown}: {exc.strerror or exc};"
                 " is another slotwatch running? set SLOTWATCH_LISTEN to a free address"
             ) from None
-        self._server.registry = registry
-        self._server.health = health
-        self._server.status = status
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="slotwatch-http", daemon=True
-        )
+        self._metrics = metrics
+        self._health = health
+        self._status = status
+        self._backlog = backlog
+        self._max_connections = max_connections or default_max_connections()
+        self._head_timeout = head_timeout
+        self._write_timeout = write_timeout
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slotwatch-http")
+        # Connections still waiting for a request, oldest first: the ones shed under pressure.
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
+        self._open: set[asyncio.StreamWriter] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="slotwatch-http", daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._sock.getsockname()[1])
 
     def start(self) -> None:
         self._thread.start()
+        self._ready.wait(timeout=10)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                loop.call_soon_threadsafe(stopping.set)
+            self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._sock.close()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_log_loop_error)
+        self._loop, self._stopping = loop, asyncio.Event()
+        # asyncio accepts up to `backlog` connections per wake-up before any handler runs (and
+        # could exhaust the fds before `_shed` gets a say): accept in small batches, then give
+        # the kernel's queue its full length back.
+        server = await asyncio.start_server(
+            self._connection, sock=self._sock, backlog=ACCEPT_BATCH, limit=HEAD_LIMIT
+        )
+        self._sock.listen(self._backlog)
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            server.close()
+            for writer in list(self._open):
+                writer.transport.abort()
+            await asyncio.sleep(0)  # let the handlers see their connections gone
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) else "?"
+        self._open.add(writer)
+        self._shed()
+        try:
+            for _ in range(REQUESTS_PER_CONNECTION):
+                self._waiting[writer] = None
+                try:
+                    head = await asyncio.wait_for(
+                        reader.readuntil(b"\r\n\r\n"), timeout=self._head_timeout
+                    )
+                finally:
+                    self._waiting.pop(writer, None)
+                request = _parse(head)
+                answer = (
+                    _Answer(400, TEXT, b"bad request\n")
+                    if request is None
+                    else await self._answer_on_a_worker(request)
+                )
+                keep = answer.status < 400 and request is not None and _keep_alive(request)
+                writer.write(_response(answer, request, keep))
+                await asyncio.wait_for(writer.drain(), timeout=self._write_timeout)
+                log.debug(
+                    "http request",
+                    client=client,
+                    method=request.method if request else None,
+                    path=request.path if request else None,
+                    status=answer.status,
+                )
+                if not keep:
+                    break
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                log.debug("http connection closed mid-request", client=client)
+        except (TimeoutError, asyncio.LimitOverrunError, ConnectionError, OSError) as exc:
+            log.debug("http connection dropped", client=client, error=type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - one bad connection must not end the server
+            log.debug("http connection failed", client=client, error=repr(exc))
+        finally:
+            self._open.discard(writer)
+            writer.close()
+
+    def _shed(self) -> None:
+        """Close the connections that have waited longest for a request, beyond the limit."""
+        while len(self._open) > self._max_connections and self._waiting:
+            oldest = next(iter(self._waiting))
+            self._waiting.pop(oldest)
+            self._open.discard(oldest)
+            oldest.transport.abort()
+
+    async def _answer_on_a_worker(self, request: _Request) -> _Answer:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._answer, request
+            )
+        except Exception as exc:  # a bug behind one endpoint is a 500 and a log line, not a hang
+            log.exception("http answer failed", path=request.path, error=repr(exc))
+            return _Answer(500, TEXT, b"internal error; see slotwatch's log\n")
+
+    # --- answers, on a worker thread ---------------------------------------------------------
+
+    def _answer(self, request: _Request) -> _Answer:
+        if request.method not in ("GET", "HEAD"):
+            refusal = b"only GET and HEAD: no endpoint changes anything\n"
+            return _Answer(405, TEXT, refusal, (("Allow", "GET, HEAD"),))
+        path = request.path.split("?", 1)[0]
+        if path == "/metrics":
+            metrics = self._metrics.response(
+                request.headers.get("Accept"), request.headers.get("Accept-Encoding")
+            )
+            extra = [("Vary", "Accept, Accept-Encoding")]
+            if metrics.content_encoding:
+                extra.append(("Content-Encoding", metrics.content_encoding))
+            return _Answer(200, metrics.content_type, metrics.body, tuple(extra))
+        if path == "/healthz":
+            ok, why = self._health()
+            return _Answer(200 if ok else 503, TEXT, f"{why}\n".encode())
+        if path == "/status":
+            body = json.dumps(self._status(), indent=2, allow_nan=False).encode()
+            return _Answer(200, "application/json", body + b"\n")
+        if path == "/":
+            return _Answer(200, "text/html; charset=utf-8", LANDING)
+        return _Answer(404, TEXT, b"not found\n")
+
+
+def _parse(head: bytes) -> _Request | None:
+    line, _, rest = head.partition(b"\r\n")
+    parts = line.decode("latin-1").split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
+        return None
+    try:
+        headers = parse_headers(io.BytesIO(rest))
+    except (HTTPException, ValueError):
+        return None
+    return _Request(parts[0], parts[1], parts[2], headers)
+
+
+def _keep_alive(request: _Request) -> bool:
+    connection = (request.headers.get("Connection") or "").lower()
+    if request.version == "HTTP/1.0":
+        return "keep-alive" in connection
+    return "close" not in connection
+
+
+def _response(answer: _Answer, request: _Request | None, keep: bool) -> bytes:
+    reason = HTTPStatus(answer.status).phrase
+    headers = [
+        ("Server", "slotwatch"),
+        ("Date", formatdate(time.time(), usegmt=True)),
+        ("Content-Type", answer.content_type),
+        ("Content-Length", str(len(answer.body))),
+        ("Cache-Control", "no-store"),
+        *answer.extra,
+        ("Connection", "keep-alive" if keep else "close"),
+    ]
+    head = f"HTTP/1.1 {answer.status} {reason}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers
+    )
+    body = b"" if request is not None and request.method == "HEAD" else answer.body
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # e.g. accept() out of file descriptors: asyncio retries by itself; never a raw traceback.
+    exception = context.get("exception")
+    log.debug(
+        "http server error",
+        message=context.get("message"),
+        error=repr(exception) if exception is not None else None,
+    )

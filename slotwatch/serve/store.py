@@ -15,7 +15,9 @@ from types import MappingProxyType
 
 from slotwatch.model import (
     POLL_ERROR_REASONS,
+    ConsumerAccount,
     Judgement,
+    OtherSlots,
     PollResult,
     ProbeResult,
     ServerRow,
@@ -46,6 +48,10 @@ class TargetView:
     probe: ProbeResult | None = None
     probe_last_success: float | None = None
     probe_enabled: bool = True
+    slot_database: str | None = None  # only this database's slots; None: every database
+    others: OtherSlots = field(default_factory=OtherSlots)  # slots not matching, while up
+    consumer: ConsumerAccount | None = None  # the consumer's own account, when its metrics are read
+    consumer_enabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,7 @@ class Store:
                     last_poll=result,
                     server=None,
                     slots=(),
+                    others=OtherSlots(),
                     poll_errors=MappingProxyType(errors),
                 )
             else:
@@ -96,6 +103,7 @@ class Store:
                     last_success=result.started_at + result.duration,
                     server=result.server,
                     slots=judgement.slots,
+                    others=judgement.others,
                     wal_rate=judgement.wal_rate,
                 )
             self._publish(view)
@@ -106,6 +114,10 @@ class Store:
             view = self._views[target]
             last_success = result.checked_at if result.up else view.probe_last_success
             self._publish(replace(view, probe=result, probe_last_success=last_success))
+
+    def record_consumer(self, target: str, account: ConsumerAccount) -> None:
+        with self._lock:
+            self._publish(replace(self._views[target], consumer=account))
 
     def record_skipped_poll(self, target: str) -> None:
         with self._lock:

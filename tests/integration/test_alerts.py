@@ -1,4 +1,4 @@
-"""The shipped alert rules: valid for Prometheus and vmalert, unit-tested, and true to SPEC §7."""
+"""Shipped alert rules: valid for Prometheus and vmalert, tested, true to docs/contract.md §7."""
 
 from __future__ import annotations
 

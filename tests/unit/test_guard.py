@@ -130,7 +130,7 @@ def test_fast_checks_stop_at_the_first_failure_and_never_judge_state() -> None:
 @pytest.mark.parametrize(
     ("pattern", "slot", "matches"),
     [
-        ("powersync_selfhost%", "powersync_selfhost_3_17f9", True),
+        ("powersync_selfhost%", "powersync_selfhost3_17f9", True),
         ("powersync_selfhost%", "powersyncxselfhost_3_17f9", False),
         ("powersync_selfhost%", "powersync_selfhos", False),
         ("powersync_selfhost1_17f9", "powersync_selfhost1_17f9", True),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from slotwatch.config.settings import REDACTED, check_environment, redact_dsn
+from slotwatch.config.names import render
+from slotwatch.config.settings import REDACTED, check_environment, known_variables, redact_dsn
+from slotwatch.config.targets import TargetEntry
 from slotwatch.errors import ConfigError
 from slotwatch.units import parse_duration, parse_size
 
@@ -135,3 +138,34 @@ def test_every_spec_variable_is_known() -> None:
 )
 def test_redacted_dsn(dsn: str, shown: str) -> None:
     assert redact_dsn(dsn) == shown
+
+
+def _target(**values: object) -> TargetEntry:
+    return TargetEntry.model_validate({"name": "prod", **values})
+
+
+def test_consumer_metrics_url_is_optional_and_empty_means_unset() -> None:
+    assert _target().consumer_metrics_url is None
+    assert _target(consumer_metrics_url="").consumer_metrics_url is None
+    url = "http://127.0.0.1:9464/metrics"
+    assert _target(consumer_metrics_url=url).consumer_metrics_url == url
+    assert "SLOTWATCH_CONSUMER_METRICS_URL" in known_variables()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://127.0.0.1/metrics", "http:// or https://"),
+        ("not a url", "http:// or https://"),
+        ("http://127.0.0.1:9464/metrics\n", "printable"),
+        (f"http://user:{CANARY}@127.0.0.1:9464/metrics", "must not carry credentials"),
+    ],
+)
+def test_a_bad_consumer_metrics_url_is_one_line_without_the_value(url: str, message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _target(consumer_metrics_url=url)
+    line = render(caught.value, "targets[0].")
+    assert line.startswith("targets[0].consumer_metrics_url: ")
+    assert message in line
+    assert CANARY not in line
+    assert "\n" not in line

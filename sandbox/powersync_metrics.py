@@ -1,0 +1,205 @@
+"""A stand-in for PowerSync's own Prometheus endpoint (``telemetry.prometheus_port``): a real HTTP
+server on 127.0.0.1 whose replication counters the test drives.
+
+It serves, at any path, the Prometheus text PowerSync 1.25 serves for replication:
+``powersync_rows_replicated_total``, ``powersync_data_replicated_bytes_total``,
+``powersync_transactions_replicated_total``, ``powersync_chunks_replicated_total`` (counters, 0
+from the start) and ``powersync_replication_lag_seconds`` (a gauge, absent until
+:attr:`PowerSyncMetrics.lag_seconds` is set: PowerSync has none before its first stream is live).
+Rendered with prometheus_client, so the text is what a real exposition library writes.
+
+Where the counters come from:
+
+- :meth:`follow` a :class:`sandbox.replicator.Replicator`: they are its own counts, so they rise
+  while it applies a large transaction, ``chunks`` rises on bare keepalives too, and all stay
+  flat while it is frozen or detached, as PowerSync's do;
+- or :meth:`add` by hand, for a consumer whose account the test writes itself.
+
+Modes (:meth:`set_mode`): ``ok``; ``fail`` answers 503; ``hang`` holds the request unanswered
+until the mode changes or the server stops (a frozen node process: its endpoint times out).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sandbox.lifecycle import Managed
+from sandbox.replicator import Progress, Replicator
+
+MODES = ("ok", "fail", "hang")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# name without _total, HELP text as PowerSync registers it, field of Progress
+COUNTERS = (
+    ("powersync_data_replicated_bytes", "Uncompressed size of replicated data", "bytes"),
+    ("powersync_rows_replicated", "Total number of replicated rows", "rows"),
+    (
+        "powersync_transactions_replicated",
+        "Total number of replicated transactions",
+        "transactions",
+    ),
+    ("powersync_chunks_replicated", "Total number of replication chunks", "chunks"),
+)
+
+
+class _Collector(Collector):
+    def __init__(self, owner: PowerSyncMetrics) -> None:
+        self.owner = owner
+
+    def collect(self) -> Iterator[Metric]:
+        progress = self.owner.progress
+        for name, documentation, attribute in COUNTERS:
+            yield CounterMetricFamily(name, documentation, value=getattr(progress, attribute))
+        lag = self.owner.lag_seconds
+        if lag is not None:
+            yield GaugeMetricFamily(
+                "powersync_replication_lag_seconds",
+                "Replication lag between the source database and PowerSync instance",
+                value=lag,
+            )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+        """Quiet: a test's output should not fill with access logs."""
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        owner._count_hit()
+        mode = owner.mode
+        try:
+            if mode == "hang":
+                owner._wait_while_hanging()
+                self.close_connection = True
+                return
+            if mode == "fail":
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"unavailable\n")
+                return
+            self._send(HTTPStatus.OK, generate_latest(owner.registry))
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client gave up first (its timeout): that is its right
+
+    def _send(self, status: HTTPStatus, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, owner: PowerSyncMetrics) -> None:
+        self.owner = owner
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class PowerSyncMetrics(Managed):
+    """The endpoint on 127.0.0.1 (a free port), started by :meth:`start` or ``with``."""
+
+    def __init__(self, lag_seconds: float | None = None) -> None:
+        self.lag_seconds = lag_seconds
+        self.mode = "ok"
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._manual = Progress()
+        self._source: Callable[[], Progress] | None = None
+        self._unhang = threading.Event()
+        self._unhang.set()
+        self._stopping = threading.Event()
+        self._server = _Server(self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL ``SLOTWATCH_CONSUMER_METRICS_URL`` takes."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
+
+    @property
+    def hits(self) -> int:
+        with self._lock:
+            return self._hits
+
+    def _count_hit(self) -> None:
+        with self._lock:
+            self._hits += 1
+
+    @property
+    def progress(self) -> Progress:
+        """The counters served now: the followed consumer's plus whatever was added by hand."""
+        with self._lock:
+            manual, source = self._manual, self._source
+        return manual + source() if source is not None else manual
+
+    def follow(self, replicator: Replicator | None) -> None:
+        """Serve ``replicator``'s own counts from now on (None: stop following, counters stay)."""
+        with self._lock:
+            if self._source is not None:
+                # Keep what was served so far: a counter never goes back.
+                self._manual = self._manual + self._source()
+            self._source = (lambda: replicator.progress) if replicator is not None else None
+
+    def add(
+        self,
+        *,
+        rows: int = 0,
+        bytes: int = 0,  # noqa: A002 - the counter's own name
+        transactions: int = 0,
+        chunks: int = 0,
+    ) -> None:
+        """Move the hand-driven counters forward."""
+        if min(rows, bytes, transactions, chunks) < 0:
+            raise ValueError("counters only go up")
+        with self._lock:
+            self._manual = self._manual + Progress(rows, bytes, transactions, chunks)
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.mode = mode
+        if mode == "hang":
+            self._unhang.clear()
+        else:
+            self._unhang.set()
+
+    def _wait_while_hanging(self) -> None:
+        while not self._unhang.wait(0.1) and not self._stopping.is_set():
+            continue
+
+    def start(self) -> Self:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="powersync-metrics",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop promptly, even with requests held by ``hang``."""
+        self._stopping.set()
+        self._unhang.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(5)
+            self._thread = None
+        self._server.server_close()
+
+    def teardown(self) -> None:
+        self.stop()

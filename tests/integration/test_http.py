@@ -1,0 +1,376 @@
+"""The daemon's HTTP server under the crowds and manners real scrapers and attackers bring.
+
+Every test starts the real `slotwatch run` and talks to it over loopback sockets only. The load
+tests point it at a database port nobody listens on (the server must answer whatever the
+database does); the consistency and negotiation tests watch real PostgreSQL 15 and 18.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import resource
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from slotwatch_proc import Metrics, SlotwatchProcess, free_port
+
+from sandbox.cluster import Cluster
+from sandbox.consumer import create_slot, powersync_slot_name
+from sandbox.installs import PgInstall
+from sandbox.waiting import wait_until
+
+POLL = 0.25
+FRESH_CLIENT_LIMIT = 1.0  # seconds: what a fresh scraper may wait, whatever the crowd
+HEAD_TIMEOUT = 10.0  # slotwatch.serve.http.HEAD_TIMEOUT
+KEEP_SIZE = 64 * 1024 * 1024
+CROWD = Path(__file__).resolve().parents[1] / "http_crowd.py"
+STATES = {"lost", "at_risk", "snapshotting", "inactive", "wedged", "lagging", "healthy"}
+
+
+def _raise_own_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= needed, f"this test needs {needed} file descriptors; the hard limit is {hard}"
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def _dead_database() -> dict[str, str]:
+    """Settings for a daemon whose database refuses connections at once."""
+    return {
+        "SLOTWATCH_DSN": f"postgresql://slotwatch@127.0.0.1:{free_port()}/app?connect_timeout=2",
+        "SLOTWATCH_POLL_INTERVAL": "1s",
+        "SLOTWATCH_LIVENESS_URL": "",
+    }
+
+
+def _timed_get(url: str) -> tuple[int, float]:
+    started = time.monotonic()
+    response = httpx.get(url, timeout=5)
+    return response.status_code, time.monotonic() - started
+
+
+def _is_open(sock: socket.socket) -> bool:
+    """True while the server has not closed its end (nothing to read, no EOF, no reset)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _hold_idle(port: int, count: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+
+
+class _Crowd:
+    """`count` scrapers hitting /metrics from another process (tests/http_crowd.py)."""
+
+    def __init__(self, port: int, count: int, seconds: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CROWD), str(port), str(count), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+
+    def __enter__(self) -> _Crowd:
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "started"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        out, _ = self.proc.communicate(timeout=60)
+        result = json.loads(out)
+        self.latencies, self.failures = result["latencies"], result["failures"]
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _log_is_structured(daemon: SlotwatchProcess) -> list[dict[str, object]]:
+    text = daemon.log()
+    assert "Traceback" not in text
+    records = []
+    for line in text.splitlines():
+        record = json.loads(line)  # every line is one JSON event: nothing raw on stderr
+        records.append(record)
+    return records
+
+
+@pytest.mark.parametrize(
+    "nofile",
+    [4096, 1024],
+    ids=["room-for-all", "systemd-default-fd-limit"],
+)
+def test_idle_connections_and_a_burst_of_scrapers_never_shut_out_a_fresh_client(
+    nofile: int, tmp_path: Path
+) -> None:
+    _raise_own_fd_limit(1100 + 200)
+    with SlotwatchProcess(_dead_database(), tmp_path / "slotwatch.log", nofile=nofile) as daemon:
+        idle = _hold_idle(daemon.port, 1100)
+        try:
+            with _Crowd(daemon.port, 50, seconds=4) as scrapers:
+                fresh = []
+                for path in ["/metrics", "/healthz"] * 5:
+                    fresh.append(_timed_get(daemon.url + path))
+                    time.sleep(0.3)  # spread over the crowd's run, not a wait for a condition
+                still_open = sum(_is_open(sock) for sock in idle)
+        finally:
+            for sock in idle:
+                sock.close()
+        print(
+            f"fd limit {nofile}: fresh client worst {max(t for _, t in fresh) * 1000:.0f} ms;"
+            f" {len(scrapers.latencies)} burst scrapes, p50"
+            f" {_quantile(scrapers.latencies, 0.5) * 1000:.0f} ms, p99"
+            f" {_quantile(scrapers.latencies, 0.99) * 1000:.0f} ms; idle still open {still_open}"
+        )
+        assert [code for code, _ in fresh] == [200] * len(fresh)
+        assert max(t for _, t in fresh) < FRESH_CLIENT_LIMIT, fresh
+        assert scrapers.failures == []
+        if nofile > 2 * 1100:
+            # The idle crowd was really there the whole time, not closed to make room.
+            assert still_open == 1100
+        else:
+            # Past half its descriptors the server sheds the connections that waited longest.
+            assert 0 < still_open <= nofile // 2
+        assert daemon.get("/healthz").status_code == 200
+    _log_is_structured(daemon)
+
+
+def test_slowloris_holds_no_worker_and_is_cut_off_at_the_head_deadline(tmp_path: Path) -> None:
+    request = b"GET /metrics HTTP/1.1\r\nHost: slotwatch\r\nUser-Agent: drip"
+    with SlotwatchProcess(_dead_database(), tmp_path / "slotwatch.log") as daemon:
+        drips = _hold_idle(daemon.port, 40)  # ten times the worker pool
+        began = time.monotonic()
+        cut: dict[int, float] = {}
+        sent = 0
+        fresh: list[tuple[int, float]] = []
+        while len(cut) < len(drips) and time.monotonic() - began < HEAD_TIMEOUT + 10:
+            for index, sock in enumerate(drips):
+                if index in cut:
+                    continue
+                try:
+                    sock.send(request[sent % len(request) : sent % len(request) + 1])
+                except OSError:
+                    cut[index] = time.monotonic() - began
+                    continue
+                if not _is_open(sock):
+                    cut[index] = time.monotonic() - began
+                sock.setblocking(True)
+            sent += 1
+            if len(fresh) < 6:
+                fresh.append(_timed_get(daemon.url + "/metrics"))
+            time.sleep(0.5)  # the drip's pace: one byte per connection every half second
+        for sock in drips:
+            sock.close()
+    assert [code for code, _ in fresh] == [200] * len(fresh)
+    assert max(t for _, t in fresh) < FRESH_CLIENT_LIMIT, fresh
+    assert len(cut) == len(drips), "dripping connections were never closed"
+    assert min(cut.values()) >= HEAD_TIMEOUT - 1
+    assert max(cut.values()) <= HEAD_TIMEOUT + 3, cut
+
+
+def test_resets_and_garbage_end_their_connection_with_a_debug_line_never_a_traceback(
+    tmp_path: Path,
+) -> None:
+    settings = {**_dead_database(), "SLOTWATCH_LOG_LEVEL": "debug"}
+    with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon:
+        for payload in (
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",  # asked, then gone before the answer
+            b"GET /metr",  # gone mid-request
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",  # TLS
+            b"GET " + b"A" * 20_000 + b" HTTP/1.1\r\n\r\n",  # a head over the limit
+        ):
+            for _ in range(20):
+                sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=5)
+                sock.sendall(payload)
+                # SO_LINGER 0: close with a reset, as a crashed or impatient client does.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+        garbage = socket.create_connection(("127.0.0.1", daemon.port), timeout=5)
+        garbage.sendall(b"BREW /pot HTCPCP/1.0\r\n\r\n")
+        answer = garbage.recv(4096)
+        garbage.close()
+        assert daemon.get("/metrics").status_code == 200
+        wait_until(
+            lambda: daemon.events("http connection dropped") or "Traceback" in daemon.log(),
+            10,
+            message="the dropped connections in the log",
+        )
+    events = {str(r.get("event")) for r in _log_is_structured(daemon)}
+    assert "http connection dropped" in events
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:80]
+
+
+# --- with a real database ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def budget_cluster(pg_install: PgInstall) -> Iterator[Cluster]:
+    with Cluster(pg_install, max_slot_wal_keep_size=f"{KEEP_SIZE // (1024 * 1024)}MB") as cluster:
+        yield cluster
+
+
+def _settings(cluster: Cluster) -> dict[str, str]:
+    return {
+        "SLOTWATCH_DSN": cluster.dsn(),
+        "SLOTWATCH_POLL_INTERVAL": f"{POLL}s",
+        "SLOTWATCH_LIVENESS_URL": "",
+    }
+
+
+def _consistent(m: Metrics) -> str | None:
+    """Why one scrape contradicts itself, or None: every family must describe the same poll."""
+    matched = m.value("slotwatch_matched_slots", target="default")
+    info = {lbl["slot"] for lbl, _ in m.find("slotwatch_slot_info", target="default")}
+    if m.value("slotwatch_up", target="default") != 1 or matched != len(info):
+        return f"matched {matched} but {len(info)} slot_info series"
+    for slot in info:
+        states = {lbl["state"]: v for lbl, v in m.find("slotwatch_slot_state", slot=slot)}
+        if set(states) != STATES or sum(states.values()) != 1:
+            return f"{slot}: states {states}"
+    others = {lbl["slot"] for name, lbl, _ in m.samples if name.startswith("slotwatch_slot_")}
+    if others != info:
+        return f"slot series for {others ^ info} without slot_info"
+    return None
+
+
+def test_concurrent_scrapes_while_polls_run_each_see_one_whole_poll(
+    budget_cluster: Cluster, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    churned: list[str] = []
+
+    def churn() -> None:
+        # Slots come and go between and during polls, as sync-rules deploys make them do.
+        live: list[str] = []
+        while not stop.is_set():
+            live.append(create_slot(budget_cluster, powersync_slot_name(len(churned) + 1)))
+            churned.append(live[-1])
+            if len(live) > 3:  # max_replication_slots is 10
+                budget_cluster.execute("SELECT pg_drop_replication_slot(%s)", (live.pop(0),))
+            stop.wait(0.1)
+
+    problems: list[str] = []
+    polls_seen: set[float] = set()
+    scrapes = [0]
+
+    def scrape() -> None:
+        with httpx.Client(timeout=5) as client:
+            while not stop.is_set():
+                m = Metrics(client.get(daemon.url + "/metrics").text)
+                why = _consistent(m)
+                if why:
+                    problems.append(why)
+                success = m.value("slotwatch_last_poll_success_timestamp_seconds", target="default")
+                if success is not None:
+                    polls_seen.add(success)
+                status = client.get(daemon.url + "/status").json()
+                for slot in status["targets"][0]["slots"]:
+                    if slot["state"] not in STATES:
+                        problems.append(f"/status: {slot}")
+                scrapes[0] += 1
+
+    with SlotwatchProcess(_settings(budget_cluster), tmp_path / "slotwatch.log") as daemon:
+        workers = [threading.Thread(target=churn)] + [
+            threading.Thread(target=scrape) for _ in range(8)
+        ]
+        began = time.monotonic()
+        for worker in workers:
+            worker.start()
+        time.sleep(4)  # the run's length, not a wait for a condition
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+        elapsed = time.monotonic() - began
+    for name in churned:
+        budget_cluster.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+            " WHERE slot_name = %s",
+            (name,),
+        )
+    assert problems == []
+    assert scrapes[0] >= 40
+    # The scrapes saw the polls move on, and caused none: at most one poll per interval.
+    assert 2 <= len(polls_seen) <= elapsed / POLL + 2, (len(polls_seen), scrapes[0])
+    assert len(churned) >= 6
+
+
+def test_negotiation_gzip_the_landing_page_and_a_budget_ratio_of_at_most_one(
+    budget_cluster: Cluster, tmp_path: Path
+) -> None:
+    slot = create_slot(budget_cluster, powersync_slot_name(7))
+    try:
+        with SlotwatchProcess(_settings(budget_cluster), tmp_path / "slotwatch.log") as daemon:
+            m = wait_until(
+                lambda: (m := daemon.metrics()).value("slotwatch_slot_active", slot=slot) == 0
+                and m,
+                10,
+                message="the slot in a scrape",
+            )
+            # A caught-up slot: PostgreSQL counts the rest of the current segment in
+            # safe_wal_size, so it exceeds max_slot_wal_keep_size and the raw ratio exceeds 1.
+            safe = m.value("slotwatch_slot_safe_wal_size_bytes", slot=slot)
+            keep = m.value("slotwatch_max_slot_wal_keep_size_bytes", target="default")
+            assert safe is not None
+            assert keep == KEEP_SIZE
+            assert safe > keep
+            ratio = m.value("slotwatch_slot_wal_budget_ratio", slot=slot)
+            assert ratio == 1.0
+
+            home = daemon.get("/")
+            assert home.status_code == 200
+            assert home.headers["content-type"] == "text/html; charset=utf-8"
+            for link in ('href="metrics"', 'href="status"', 'href="healthz"'):
+                assert link in home.text
+
+            plain = httpx.get(
+                daemon.url + "/metrics", headers={"Accept-Encoding": "identity"}, timeout=5
+            )
+            assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+            assert "content-encoding" not in plain.headers
+
+            om = httpx.get(
+                daemon.url + "/metrics",
+                headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+                timeout=5,
+            )
+            assert om.headers["content-type"].startswith("application/openmetrics-text")
+            assert om.text.endswith("# EOF\n")
+            families = {f.name: f for f in parse_openmetrics(om.text)}
+            assert families["slotwatch_poll_errors"].type == "counter"
+            assert families["slotwatch_slot_state"].type == "gauge"
+
+            with httpx.Client(timeout=5) as client:
+                request = client.build_request(
+                    "GET", daemon.url + "/metrics", headers={"Accept-Encoding": "gzip"}
+                )
+                packed = client.send(request, stream=True)
+                raw = b"".join(packed.iter_raw())
+            assert packed.headers["content-encoding"] == "gzip"
+            assert "Accept-Encoding" in packed.headers["vary"]
+            unpacked = Metrics(gzip.decompress(raw).decode())
+            assert unpacked.value("slotwatch_slot_active", slot=slot) == 0
+            assert len(raw) < len(plain.content) / 3
+
+            refused = httpx.post(daemon.url + "/metrics", timeout=5)
+            assert refused.status_code == 405
+    finally:
+        budget_cluster.execute("SELECT pg_drop_replication_slot(%s)", (slot,))

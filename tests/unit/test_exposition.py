@@ -1,0 +1,186 @@
+"""/metrics bytes, in process: the fast renderer writes what the client library writes, once per
+snapshot, in the format and encoding the scraper asked for."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from metrics_fixture import PROD, REPLICA, SNAPSHOT, many_slots
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.registry import Collector
+
+from sandbox.waiting import wait_until
+from slotwatch.serve.collector import SlotwatchCollector
+from slotwatch.serve.exposition import Exposition, accepts_gzip, render
+from slotwatch.serve.store import Snapshot
+
+PROMETHEUS_2_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+class _Swappable:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.current = snapshot
+
+    def snapshot(self) -> Snapshot:
+        return self.current
+
+
+def _library(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SlotwatchCollector(_Swappable(snapshot)))
+    return (generate_openmetrics if openmetrics else generate_latest)(registry)
+
+
+def _empty_registry() -> CollectorRegistry:
+    return CollectorRegistry(auto_describe=True)
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [SNAPSHOT, many_slots(1000), Snapshot(()), Snapshot((REPLICA,))],
+    ids=["fixture", "1000-slots", "no-targets", "down-only"],
+)
+def test_the_renderer_writes_exactly_what_the_client_library_writes(snapshot: Snapshot) -> None:
+    assert render(snapshot) == _library(snapshot)
+    assert render(snapshot, openmetrics=True) + b"# EOF\n" == _library(snapshot, openmetrics=True)
+
+
+def test_a_burst_of_scrapes_renders_a_snapshot_once_and_a_new_snapshot_once_more() -> None:
+    store = _Swappable(many_slots(200))
+    exposition = Exposition(store, _empty_registry())
+    start = threading.Barrier(50)
+    bodies: list[bytes] = []
+
+    def scrape() -> None:
+        start.wait(timeout=10)
+        bodies.append(exposition.response(None, None).body)
+
+    threads = [threading.Thread(target=scrape) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(bodies) == 50
+    assert len(set(bodies)) == 1
+    assert exposition.renders == 1
+    for _ in range(10):
+        exposition.response(None, "gzip")
+    assert exposition.renders == 1
+
+    store.current = Snapshot((replace(PROD, polls_skipped=PROD.polls_skipped + 1), REPLICA))
+    body = exposition.response(None, None).body
+    assert exposition.renders == 2
+    assert b'slotwatch_polls_skipped_total{target="prod"} 4.0\n' in body
+    assert body == render(store.current)
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        (None, "text/plain; version=0.0.4; charset=utf-8"),
+        ("text/plain", "text/plain; version=0.0.4; charset=utf-8"),
+        ("*/*", "text/plain; version=0.0.4; charset=utf-8"),
+        (PROMETHEUS_2_ACCEPT, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (
+            "application/openmetrics-text; version=1.0.0",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    ],
+)
+def test_the_format_is_negotiated_as_the_client_library_does(
+    accept: str | None, content_type: str
+) -> None:
+    exposition = Exposition(_Swappable(SNAPSHOT), _empty_registry())
+    response = exposition.response(accept, None)
+    assert response.content_type.startswith(content_type)
+    assert response.content_encoding is None
+    if content_type.startswith("application/openmetrics-text"):
+        assert response.body.endswith(b"# EOF\n")
+        assert response.body == _library(SNAPSHOT, openmetrics=True)
+        names = {family.name for family in parse_openmetrics(response.body.decode())}
+        assert {"slotwatch_poll_errors", "slotwatch_slot_state"} <= names
+    else:
+        assert response.body == _library(SNAPSHOT)
+
+
+def test_process_metrics_follow_the_snapshot_and_stay_fresh() -> None:
+    exposition = Exposition(_Swappable(SNAPSHOT))
+    text = exposition.response(None, None).body.decode()
+    assert text.startswith(render(SNAPSHOT).decode())
+    assert "\nprocess_cpu_seconds_total " in text
+    assert "\npython_info{" in text
+    openmetrics = exposition.response("application/openmetrics-text", None).body.decode()
+    assert openmetrics.count("# EOF\n") == 1
+    assert openmetrics.endswith("# EOF\n")
+    assert "\nprocess_cpu_seconds_total " in openmetrics
+
+
+@pytest.mark.parametrize("accept", [None, "application/openmetrics-text; version=1.0.0"])
+def test_gzip_when_accepted_decompresses_to_the_identity_body(accept: str | None) -> None:
+    exposition = Exposition(_Swappable(many_slots(100)), _empty_registry())
+    plain = exposition.response(accept, None)
+    for _ in range(3):  # the cached stream is continued, never consumed, by each request
+        packed = exposition.response(accept, "gzip, deflate, br")
+        assert packed.content_encoding == "gzip"
+        assert packed.content_type == plain.content_type
+        assert len(packed.body) < len(plain.body) / 10
+        assert gzip.decompress(packed.body) == plain.body
+    assert exposition.renders == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip_ok"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip", True),
+        ("GZIP", True),
+        ("deflate, gzip;q=0.5", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("x-gzip", True),
+        ("br, identity", False),
+        ("*", False),  # a wildcard is allowed to mean identity; say gzip to get gzip
+    ],
+)
+def test_accept_encoding_is_read_as_http_defines_it(header: str | None, gzip_ok: bool) -> None:
+    assert accepts_gzip(header) is gzip_ok
+
+
+def test_a_burst_shares_its_process_lines_and_later_scrapes_read_them_again() -> None:
+    class Reads(Collector):
+        count = 0
+
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            Reads.count += 1
+            yield GaugeMetricFamily(
+                "process_reads", "How often the process lines were read.", value=Reads.count
+            )
+
+    process = CollectorRegistry(auto_describe=False)
+    process.register(Reads())
+    exposition = Exposition(_Swappable(SNAPSHOT), process, process_ttl=0.2)
+    first = exposition.response(None, None).body
+    assert [exposition.response(None, None).body for _ in range(20)] == [first] * 20
+    assert b"\nprocess_reads 1.0\n" in first
+    later = wait_until(
+        lambda: (body := exposition.response(None, None).body) != first and body,
+        5,
+        interval=0.05,
+        message="process lines read again",
+    )
+    assert later.startswith(render(SNAPSHOT))
+    assert b"\nprocess_reads 2.0\n" in later
+    assert exposition.renders == 1
