@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import ssl
 import time
 from collections.abc import Iterable
@@ -64,7 +65,7 @@ def fetch(url: str, *, timeout: float, max_bytes: int, accept: str | None = None
     headers = _headers(target, accept)
     try:
         with httpcore.ConnectionPool(
-            ssl_context=ssl.create_default_context(),
+            ssl_context=_tls_context(),
             max_connections=1,
             retries=0,
             network_backend=_DeadlineBackend(clock),
@@ -109,6 +110,12 @@ def fetch(url: str, *, timeout: float, max_bytes: int, accept: str | None = None
     except Exception as exc:  # noqa: BLE001 - a surprise (a malformed header, an odd TLS error)
         # is still a failed GET: a caller that saw it raise would keep its last result as fresh.
         return done(f"unexpected {type(exc).__name__}")
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The system's CAs, verified host names; loaded once, shared (SSLContext is thread-safe)."""
+    return ssl.create_default_context()
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

@@ -6,6 +6,7 @@ Each story names the item it keeps fixed. Servers are real, on loopback; the dae
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -15,7 +16,9 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from pydantic import SecretStr
 from slotwatch_proc import SlotwatchProcess, free_port, run_cli
@@ -62,6 +65,7 @@ def test_misbehaving_endpoint_is_down_within_the_timeout(
     assert result.error is not None
     assert error in result.error, result.error
     assert elapsed < TIMEOUT + SLACK, f"{mode}: verdict after {elapsed:.1f}s"
+    print(f"{mode}: down after {elapsed:.2f}s ({result.error})")
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -113,6 +117,7 @@ def test_double_gzip_bomb_costs_the_daemon_under_20_mb(
             wait_until(lambda: _liveness(daemon)[0] == 1.0, 10, message="probe up again")
         grown_mib = (_peak_rss_kib(daemon.proc.pid) - before) / 1024
         assert grown_mib < 20, f"peak RSS grew {grown_mib:.1f} MiB under the gzip bombs"
+        print(f"peak RSS {before / 1024:.1f} MiB before the bombs, +{grown_mib:.2f} MiB after")
 
 
 def test_header_drip_reads_down_in_time_and_sigterm_still_ends_the_daemon(
@@ -148,6 +153,7 @@ def test_header_drip_reads_down_in_time_and_sigterm_still_ends_the_daemon(
         code, elapsed = daemon.elapsed_stop()
     assert code == 0
     assert elapsed < probe_timeout + 2, f"SIGTERM took {elapsed:.1f}s"
+    print(f"header drip: liveness_up 0 after {detected:.2f}s, SIGTERM exit 0 after {elapsed:.2f}s")
 
 
 # --- the database: reasons and connections (items 7 and 8), PostgreSQL 15 and 18 -------------
@@ -474,3 +480,120 @@ def _warnings(daemon: SlotwatchProcess) -> list[dict[str, str]]:
         if record.get("level") == "warning":
             found.append(record)
     return found
+
+
+# --- faults that already held, kept holding: a running daemon through each, in one story -----
+
+HELD_POLL = 0.5
+
+
+def _up_and_reason(daemon: SlotwatchProcess) -> tuple[float | None, str | None]:
+    m = daemon.metrics()
+    status = daemon.status()["targets"][0]
+    return m.value("slotwatch_up", target="default"), (status.get("error") or {}).get("reason")
+
+
+def _kick(cluster: Cluster) -> None:
+    """End slotwatch's session so that the next poll has to log in again."""
+    cluster.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'slotwatch'"
+    )
+
+
+def test_a_running_daemon_through_the_faults_that_already_held(
+    cluster_factory: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    """Immediate stop and restart, a locked catalog under statement_timeout, max_connections
+    exhausted, the password changed and the role dropped under a running daemon: each reads
+    slotwatch_up 0 with its reason within a couple of polls, and 1 again once it is undone."""
+    cluster = cluster_factory(settings={"max_connections": 10})
+    cluster.execute("CREATE ROLE mon LOGIN IN ROLE pg_monitor PASSWORD 'first-pw'")
+    cluster.execute("CREATE ROLE filler LOGIN")
+    hba = cluster.datadir / "pg_hba.conf"
+    hba.write_text("host all mon 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    cluster.execute("SELECT pg_reload_conf()")
+    env = {
+        "SLOTWATCH_DSN": cluster.dsn(user="mon", password="first-pw"),  # noqa: S106 - throwaway role
+        "SLOTWATCH_LIVENESS_URL": "",
+        "SLOTWATCH_POLL_INTERVAL": f"{HELD_POLL}s",
+        "SLOTWATCH_CONNECT_TIMEOUT": "1s",
+        "SLOTWATCH_STATEMENT_TIMEOUT": "1s",
+    }
+    timings: list[tuple[str, float, float]] = []
+    with SlotwatchProcess(env, tmp_path / "slotwatch.log") as daemon:
+        wait_until(lambda: _up_and_reason(daemon)[0] == 1.0, 10, message="up first")
+
+        def story(
+            name: str, reason: str, inject: Callable[[], None], undo: Callable[[], None]
+        ) -> None:
+            inject()
+            began = time.monotonic()
+            wait_until(
+                lambda: _up_and_reason(daemon) == (0.0, reason),
+                4 * HELD_POLL + 3,  # connect/statement timeout (1 s) + the answer grace (2 s)
+                interval=0.05,
+                message=f"{name}: slotwatch_up 0 with reason {reason}",
+            )
+            detected = time.monotonic() - began
+            undo()
+            began = time.monotonic()
+            wait_until(
+                lambda: _up_and_reason(daemon)[0] == 1.0,
+                4 * HELD_POLL + 5,
+                interval=0.05,
+                message=f"{name}: up again",
+            )
+            timings.append((name, detected, time.monotonic() - began))
+
+        story("immediate stop", "connect", lambda: cluster.stop("immediate"), cluster.start)
+
+        lock: list[Any] = []
+
+        def take_lock() -> None:
+            conn = psycopg.connect(cluster.dsn(), autocommit=False)
+            conn.execute("LOCK TABLE pg_catalog.pg_replication_origin IN ACCESS EXCLUSIVE MODE")
+            conn.execute("LOCK TABLE pg_catalog.pg_database IN ACCESS EXCLUSIVE MODE")
+            lock.append(conn)
+
+        def release_lock() -> None:
+            lock.pop().close()
+
+        story("catalog lock", "timeout", take_lock, release_lock)
+
+        fillers: list[Any] = []
+
+        def exhaust() -> None:
+            _kick(cluster)
+            with contextlib.suppress(psycopg.OperationalError):
+                for _ in range(10):
+                    fillers.append(psycopg.connect(cluster.dsn(user="filler")))
+
+        def free() -> None:
+            while fillers:
+                fillers.pop().close()
+
+        story("max_connections", "connect", exhaust, free)
+
+        def change_password() -> None:
+            cluster.execute("ALTER ROLE mon PASSWORD 'second-pw'")
+            _kick(cluster)
+
+        def restore_password() -> None:
+            cluster.execute("ALTER ROLE mon PASSWORD 'first-pw'")
+
+        story("password changed", "auth", change_password, restore_password)
+
+        def drop_role() -> None:
+            _kick(cluster)
+            cluster.execute("DROP ROLE mon")
+
+        def recreate_role() -> None:
+            cluster.execute("CREATE ROLE mon LOGIN IN ROLE pg_monitor PASSWORD 'first-pw'")
+
+        story("role dropped", "auth", drop_role, recreate_role)
+        assert daemon.proc.poll() is None
+        code, _ = daemon.elapsed_stop()
+    assert code == 0
+    for name, detected, recovered in timings:
+        print(f"{name}: down after {detected:.1f}s, up again {recovered:.1f}s after the fix")
