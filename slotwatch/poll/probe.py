@@ -36,24 +36,21 @@ class Prober:
         got = fetch(
             self._target, timeout=self._timeout, max_bytes=MAX_BODY, accept="application/json"
         )
-        if got.error is not None or got.status_code is None:
-            return ProbeResult(
-                self.url,
-                checked_at,
-                up=False,
-                duration=got.duration,
-                status_code=got.status_code,
-                error=got.error or "no answer",
-            )
-        up = 200 <= got.status_code < 300
+        status = got.status_code
+        answered = got.error is None and status is not None
+        up = answered and status is not None and 200 <= status < 300
+        if not answered:
+            error: str | None = got.error or "no answer"
+        else:
+            error = None if up else f"HTTP {status}"
         return ProbeResult(
             self.url,
             checked_at,
             up=up,
             duration=got.duration,
-            status_code=got.status_code,
-            touched_age=_touched_age(got.body, time.time()),
-            error=None if up else f"HTTP {got.status_code}",
+            status_code=status,
+            touched_age=_touched_age(got.body, time.time()) if answered else None,
+            error=error,
         )
 
 
