@@ -9,7 +9,7 @@ let
   cfg = config.services.slotwatch;
   inherit (lib) mkOption types;
 
-  # RFC 42: free-form settings rendered as slotwatch's TOML file (SPEC §6), e.g. several
+  # RFC 42: free-form settings rendered as slotwatch's TOML file (docs/contract.md §6), e.g. several
   # [[targets]]. Secrets stay files: each target's dsn_file / admin_dsn_file is handed to the unit
   # with LoadCredential and the rendered file names the credential, never the secret itself.
   settingsFormat = pkgs.formats.toml { };
@@ -91,7 +91,7 @@ in
         ];
       };
       description = ''
-        slotwatch's TOML configuration (SPEC §6: lower-case keys without the SLOTWATCH_ prefix, and
+        slotwatch's TOML configuration (docs/contract.md §6: lower-case keys without the SLOTWATCH_ prefix, and
         `targets`), rendered with pkgs.formats.toml into the store and passed as SLOTWATCH_CONFIG.
         Each target's `dsn_file` and `admin_dsn_file` are read by systemd (LoadCredential) and the
         rendered file points at the credential copies, so the secret files may stay root-only.
@@ -250,7 +250,7 @@ in
         ExecStart = "${lib.getExe cfg.package} run";
         Restart = "on-failure";
         RestartSec = "5s";
-        # 78: a configuration error, which a restart cannot fix (SPEC §5).
+        # 78: a configuration error, which a restart cannot fix (docs/contract.md §5).
         RestartPreventExitStatus = 78;
         # slotwatch finishes the poll in flight (bounded by its statement timeout) on SIGTERM.
         KillSignal = "SIGTERM";

@@ -58,7 +58,7 @@ REQUIRED_METRICS = {
 }
 
 
-# SPEC §3 "Other slots" (issue 15), which "Who holds the WAL" reads beside the matched slots.
+# docs/contract.md §3 "Other slots", which "Who holds the WAL" reads beside the matched slots.
 OTHER_SLOT_METRICS = frozenset({"slotwatch_other_slot_retained_wal_bytes"})
 
 
@@ -121,7 +121,7 @@ def test_template_variables() -> None:
 
 
 # The thresholds a panel draws come from variables set to the deployment's own settings, never
-# from numbers fixed to the defaults: variable -> (the setting, its SPEC §6 default in seconds or
+# from numbers fixed to the defaults: variable -> (the setting, its docs/contract.md §6 default in seconds or
 # bytes).
 THRESHOLD_VARIABLES = {
     "stall_after": ("SLOTWATCH_STALL_AFTER", "300"),
