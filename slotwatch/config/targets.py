@@ -82,7 +82,7 @@ TARGET_KEYS = (
 IDENTITY_KEYS = ("name", "dsn", "dsn_file", "admin_dsn", "admin_dsn_file")
 
 
-# The defaults of docs/contract.md §2 live once, in model.Thresholds; the settings read them from there.
+# The defaults of docs/contract.md §2 live once, in model.Thresholds; the settings read them.
 _DEFAULT = Thresholds()
 OTHER_SLOTS_TOP = _DEFAULT.other_slots_top
 

@@ -121,8 +121,8 @@ def test_template_variables() -> None:
 
 
 # The thresholds a panel draws come from variables set to the deployment's own settings, never
-# from numbers fixed to the defaults: variable -> (the setting, its docs/contract.md §6 default in seconds or
-# bytes).
+# from numbers fixed to the defaults: variable -> (the setting, its docs/contract.md §6 default
+# in seconds or bytes).
 THRESHOLD_VARIABLES = {
     "stall_after": ("SLOTWATCH_STALL_AFTER", "300"),
     "inactive_after": ("SLOTWATCH_INACTIVE_AFTER", "120"),

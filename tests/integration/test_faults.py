@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -597,3 +598,103 @@ def test_a_running_daemon_through_the_faults_that_already_held(
     assert code == 0
     for name, detected, recovered in timings:
         print(f"{name}: down after {detected:.1f}s, up again {recovered:.1f}s after the fix")
+
+
+class _LatencyProxy:
+    """A TCP proxy on loopback that holds every chunk from the server for `delay` seconds."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.delay = 0.0
+        self._upstream = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._spawn(self._accept)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self._upstream), timeout=5)
+            server.settimeout(None)
+            self._sockets += [client, server]
+            self._spawn(self._pipe, client, server, False)
+            self._spawn(self._pipe, server, client, True)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, delayed: bool) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                if delayed and self.delay:
+                    time.sleep(self.delay)
+                sink.sendall(chunk)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        for end in self._sockets:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        for end in self._sockets:
+            end.close()
+
+
+def test_a_slow_network_reads_timeout_and_recovers_when_it_is_fast_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Every answer of the server held 4 s by the network, against a 1 s statement timeout: the
+    poll cannot finish within statement timeout + the 2 s answer grace, so slotwatch_up reads 0
+    with reason timeout; once the network is fast again the next polls succeed."""
+    proxy = _LatencyProxy(cluster.port)
+    dsn = cluster.dsn().replace(f"port={cluster.port}", f"port={proxy.port}")
+    assert f"port={proxy.port}" in dsn
+    env = {
+        "SLOTWATCH_DSN": dsn,
+        "SLOTWATCH_LIVENESS_URL": "",
+        "SLOTWATCH_POLL_INTERVAL": f"{HELD_POLL}s",
+        "SLOTWATCH_CONNECT_TIMEOUT": "1s",
+        "SLOTWATCH_STATEMENT_TIMEOUT": "1s",
+    }
+    try:
+        with SlotwatchProcess(env, tmp_path / "slotwatch.log") as daemon:
+            wait_until(lambda: _up_and_reason(daemon)[0] == 1.0, 10, message="up first")
+            proxy.delay = 4.0
+            began = time.monotonic()
+            wait_until(
+                lambda: _up_and_reason(daemon) == (0.0, "timeout"),
+                # the poll in flight, then one whose answer misses its deadline (1 s + 2 s)
+                2 * HELD_POLL + 4 + 3 + SLACK,
+                interval=0.05,
+                message="slotwatch_up 0 with reason timeout behind a slow network",
+            )
+            detected = time.monotonic() - began
+            proxy.delay = 0.0
+            began = time.monotonic()
+            wait_until(
+                lambda: _up_and_reason(daemon)[0] == 1.0,
+                4 * HELD_POLL + 4 + 5,  # a delayed answer still in flight drains first
+                interval=0.05,
+                message="up again once the network is fast",
+            )
+            print(
+                f"slow network: down after {detected:.1f}s,"
+                f" up again {time.monotonic() - began:.1f}s after it is fast"
+            )
+            assert daemon.proc.poll() is None
+            code, _ = daemon.elapsed_stop()
+        assert code == 0
+    finally:
+        proxy.close()
