@@ -68,11 +68,15 @@ def theil_sen_slope(
     """
     ordered = _thin(sorted(points, key=lambda point: point[0]))
     times = [at for at, _ in ordered]
-    slopes: list[float] = []
-    for t_i, y_i in ordered:
-        # Times are sorted: every partner far enough apart lies from this index on.
-        first = bisect.bisect_left(times, t_i + min_separation)
-        slopes.extend((y_j - y_i) / (t_j - t_i) for t_j, y_j in ordered[first:] if t_j > t_i)
+    # Times are sorted: every partner far enough apart lies from `first` on. One comprehension
+    # over all pairs: this runs for every slot at every poll, and a generator per point cost
+    # more than the arithmetic.
+    slopes = [
+        (y_j - y_i) / (t_j - t_i)
+        for i, (t_i, y_i) in enumerate(ordered)
+        for t_j, y_j in ordered[max(i + 1, bisect.bisect_left(times, t_i + min_separation)) :]
+        if t_j > t_i
+    ]
     if not slopes:
         return None
     return statistics.median(slopes)
@@ -125,12 +129,19 @@ def remaining_budget(
 def window_samples(samples: Sequence[Sample], window: float, now: float) -> list[Sample]:
     """The samples taken within `window` before `now`, plus the newest older one as a baseline."""
     cutoff = now - window
-    past = [sample for sample in samples if sample.at <= now]
-    recent = [sample for sample in past if sample.at >= cutoff]
-    older = [sample for sample in past if sample.at < cutoff]
-    if older:
-        recent.insert(0, max(older, key=lambda sample: sample.at))
-    return sorted(recent, key=lambda sample: sample.at)
+    recent: list[Sample] = []
+    baseline: Sample | None = None  # the newest sample older than the window (the first of ties)
+    for sample in samples:  # one pass: this runs for every slot at every poll
+        if sample.at > now:
+            continue
+        if sample.at >= cutoff:
+            recent.append(sample)
+        elif baseline is None or sample.at > baseline.at:
+            baseline = sample
+    if baseline is not None:
+        recent.insert(0, baseline)
+    recent.sort(key=lambda sample: sample.at)
+    return recent
 
 
 def invalidation_eta(
