@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import threading
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -27,6 +29,46 @@ class Managed:
         tb: TracebackType | None,
     ) -> None:
         self.teardown()
+
+
+class ServedHTTP(Managed):
+    """A stand-in that is one HTTP server of ours, served from a thread.
+
+    Subclasses set `_server`, `_thread_name` and `_stopping`, and `_wake_held()` releases the
+    requests they hold on purpose (a hang), so that `stop()` is prompt whatever is in flight.
+    """
+
+    _server: ThreadingHTTPServer
+    _thread_name: str
+    _stopping: threading.Event
+    _thread: threading.Thread | None = None
+
+    def _wake_held(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=self._thread_name,
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop promptly, even with requests held in flight."""
+        self._stopping.set()
+        self._wake_held()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(5)
+            self._thread = None
+        self._server.server_close()
+
+    def teardown(self) -> None:
+        self.stop()
 
 
 class ChildProcess(Managed):

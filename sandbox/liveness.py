@@ -31,9 +31,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
 
-from sandbox.lifecycle import Managed
+from sandbox.lifecycle import ServedHTTP
 
 MODES = (
     "ok",
@@ -224,7 +223,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class LivenessServer(Managed):
+class LivenessServer(ServedHTTP):
     """The endpoint on 127.0.0.1 (a free port), started by :meth:`start` or ``with``."""
 
     def __init__(self, mode: str = "ok", *, drip: float = 1.0) -> None:
@@ -236,7 +235,7 @@ class LivenessServer(Managed):
         self.mode = "ok"
         self.set_mode(mode)
         self._server = _Server(self)
-        self._thread: threading.Thread | None = None
+        self._thread_name = f"liveness-{self.port}"
 
     @property
     def port(self) -> int:
@@ -287,26 +286,5 @@ class LivenessServer(Managed):
         while not release.wait(0.1) and not self._stopping.is_set():
             continue
 
-    def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"liveness-{self.port}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop promptly, even with requests held by ``hang`` or a ``huge`` body in flight."""
-        self._stopping.set()
+    def _wake_held(self) -> None:
         self._release.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(5)
-            self._thread = None
-        self._server.server_close()
-
-    def teardown(self) -> None:
-        self.stop()

@@ -25,13 +25,12 @@ import threading
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sandbox.lifecycle import Managed
+from sandbox.lifecycle import ServedHTTP
 from sandbox.replicator import Progress, Replicator
 
 MODES = ("ok", "fail", "hang")
@@ -106,7 +105,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class PowerSyncMetrics(Managed):
+class PowerSyncMetrics(ServedHTTP):
     """The endpoint on 127.0.0.1 (a free port), started by :meth:`start` or ``with``."""
 
     def __init__(self, lag_seconds: float | None = None) -> None:
@@ -122,7 +121,7 @@ class PowerSyncMetrics(Managed):
         self._unhang.set()
         self._stopping = threading.Event()
         self._server = _Server(self)
-        self._thread: threading.Thread | None = None
+        self._thread_name = "powersync-metrics"
 
     @property
     def url(self) -> str:
@@ -180,26 +179,5 @@ class PowerSyncMetrics(Managed):
         while not self._unhang.wait(0.1) and not self._stopping.is_set():
             continue
 
-    def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="powersync-metrics",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop promptly, even with requests held by ``hang``."""
-        self._stopping.set()
+    def _wake_held(self) -> None:
         self._unhang.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(5)
-            self._thread = None
-        self._server.server_close()
-
-    def teardown(self) -> None:
-        self.stop()

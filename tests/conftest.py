@@ -9,9 +9,11 @@ install: a database test that silently skips proves nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from slotwatch_proc import SlotwatchFactory, SlotwatchProcess
 
 from sandbox.cluster import Cluster
 from sandbox.consumer import Consumer, create_slot, powersync_slot_name
@@ -215,3 +217,25 @@ def snapshot_session() -> Iterator[Callable[..., SnapshotSession]]:
     yield make
     for session in made:
         session.stop()
+
+
+# One real `slotwatch run` per call, shared by the scenario and fidelity stories.
+@pytest.fixture
+def slotwatch(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SlotwatchFactory]:
+    """``slotwatch(env) -> SlotwatchProcess``, serving; stopped (and checked to exit 0) after."""
+    made: list[SlotwatchProcess] = []
+
+    def make(env: dict[str, str]) -> SlotwatchProcess:
+        process = SlotwatchProcess(env, tmp_path / f"slotwatch-{len(made)}.log")
+        made.append(process)
+        process.wait_ready()
+        return process
+
+    yield make
+    for process in made:
+        code = process.stop()
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            print(f"--- slotwatch log ({process.log_path}) ---")
+            print(process.log_path.read_text()[-8000:])
+        assert code == 0, f"slotwatch exited {code}"

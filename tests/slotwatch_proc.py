@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +184,8 @@ class SlotwatchProcess:
         started = time.monotonic()
         code = self.stop()
         return code, time.monotonic() - started
+
+
+# Makes a running daemon from its environment; see the `slotwatch` fixture in conftest.py.
+SlotwatchFactory = Callable[..., SlotwatchProcess]
+

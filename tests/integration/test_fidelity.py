@@ -32,11 +32,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from slotwatch_proc import Metrics, SlotwatchProcess
+from slotwatch_proc import Metrics, SlotwatchFactory, SlotwatchProcess
 
 from sandbox.cluster import Cluster
 from sandbox.consumer import create_slot, powersync_slot_name
@@ -60,7 +59,6 @@ RETRY = INACTIVE / 4
 SLACK = 1.5
 
 ReplicatorFactory = Callable[..., Replicator]
-SlotwatchFactory = Callable[..., SlotwatchProcess]
 MetricsFactory = Callable[..., PowerSyncMetrics]
 Measure = Callable[[str, float], None]
 
@@ -68,27 +66,6 @@ _prefix_numbers = itertools.count(1)
 
 
 # --- the stage ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def slotwatch(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SlotwatchFactory]:
-    """``slotwatch(env) -> SlotwatchProcess``, serving; stopped (and checked to exit 0) after."""
-    made: list[SlotwatchProcess] = []
-
-    def make(env: dict[str, str]) -> SlotwatchProcess:
-        process = SlotwatchProcess(env, tmp_path / f"slotwatch-{len(made)}.log")
-        made.append(process)
-        process.wait_ready()
-        return process
-
-    yield make
-    for process in made:
-        code = process.stop()
-        report = getattr(request.node, "report_call", None)
-        if report is not None and report.failed:
-            print(f"--- slotwatch log ({process.log_path}) ---")
-            print(process.log_path.read_text()[-8000:])
-        assert code == 0, f"slotwatch exited {code}"
 
 
 @dataclass

@@ -19,12 +19,11 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from slotwatch_proc import Metrics, SlotwatchProcess, run_cli
+from slotwatch_proc import Metrics, SlotwatchFactory, SlotwatchProcess, run_cli
 
 from sandbox.cluster import Cluster
 from sandbox.consumer import Consumer, powersync_slot_name
@@ -41,7 +40,6 @@ FLOOR = 64 * 1024
 # Room for a scrape, a slow poll on a loaded 2-core box, and process scheduling.
 SLACK = 1.5
 
-SlotwatchFactory = Callable[..., SlotwatchProcess]
 ConsumerFactory = Callable[..., Consumer]
 
 _prefix_numbers = itertools.count(1)
@@ -79,27 +77,6 @@ def settings(cluster: Cluster, prefix: str, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
-
-
-@pytest.fixture
-def slotwatch(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SlotwatchFactory]:
-    """``slotwatch(env) -> SlotwatchProcess``, serving; stopped (and checked to exit 0) after."""
-    made: list[SlotwatchProcess] = []
-
-    def make(env: dict[str, str]) -> SlotwatchProcess:
-        process = SlotwatchProcess(env, tmp_path / f"slotwatch-{len(made)}.log")
-        made.append(process)
-        process.wait_ready()
-        return process
-
-    yield make
-    for process in made:
-        code = process.stop()
-        report = getattr(request.node, "report_call", None)
-        if report is not None and report.failed:
-            print(f"--- slotwatch log ({process.log_path}) ---")
-            print(process.log_path.read_text()[-8000:])
-        assert code == 0, f"slotwatch exited {code}"
 
 
 # --- reading what the operator reads --------------------------------------------------------
