@@ -30,10 +30,13 @@ Choices, and why:
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
+import operator
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import sub, truediv
 
 from slotwatch.model import INF, Sample
 
@@ -66,20 +69,50 @@ def theil_sen_slope(
 
     None when no such pair exists (in particular with fewer than two distinct times).
     """
-    ordered = _thin(sorted(points, key=lambda point: point[0]))
-    times = [at for at, _ in ordered]
-    # Times are sorted: every partner far enough apart lies from `first` on. One comprehension
-    # over all pairs: this runs for every slot at every poll, and a generator per point cost
-    # more than the arithmetic.
-    slopes = [
-        (y_j - y_i) / (t_j - t_i)
-        for i, (t_i, y_i) in enumerate(ordered)
-        for t_j, y_j in ordered[max(i + 1, bisect.bisect_left(times, t_i + min_separation)) :]
-        if t_j > t_i
-    ]
-    if not slopes:
+    ordered = _thin(sorted(points, key=_time))
+    pairs = _pairs(tuple(at for at, _ in ordered), min_separation)
+    if pairs is None:
         return None
+    later, earlier, gaps = pairs
+    values = [value for _, value in ordered]
+    # The pairs depend on the times alone, and every slot of a target is sampled at the same
+    # times: they are worked out once (below) and each slot only gathers and divides, in C.
+    slopes: list[float] = list(map(truediv, map(sub, later(values), earlier(values)), gaps))
     return statistics.median(slopes)
+
+
+Gather = Callable[[Sequence[float]], Sequence[float]]
+
+
+# A target's slots share one entry; a few targets polled at once share the cache.
+@functools.lru_cache(maxsize=16)
+def _pairs(
+    times: tuple[float, ...], min_separation: float
+) -> tuple[Gather, Gather, list[float]] | None:
+    """For sorted `times`: who the pairs at least `min_separation` apart are, and their gaps.
+
+    Each pair (i, j) has j after every point closer than `min_separation` to i and after every
+    point at i's own time; since the times are sorted, j runs over a suffix of them.
+    """
+    later: list[int] = []
+    earlier: list[int] = []
+    for i, t_i in enumerate(times):
+        first = max(
+            bisect.bisect_left(times, t_i + min_separation), bisect.bisect_right(times, t_i)
+        )
+        later += range(first, len(times))
+        earlier += [i] * (len(times) - first)
+    if not later:
+        return None
+    gaps = [times[j] - times[i] for i, j in zip(earlier, later, strict=True)]
+    return _gather(later), _gather(earlier), gaps
+
+
+def _gather(indices: list[int]) -> Gather:
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda values: (values[only],)
+    return operator.itemgetter(*indices)
 
 
 def wal_rate(points: Sequence[tuple[float, int]]) -> float | None:
@@ -89,7 +122,7 @@ def wal_rate(points: Sequence[tuple[float, int]]) -> float | None:
     nothing: the positions on either side are not comparable, so that step counts as zero bytes
     while its time still counts. The rate is therefore never negative.
     """
-    ordered = sorted(points, key=lambda point: point[0])
+    ordered = sorted(points, key=_time)
     if len(ordered) < 2:
         return None
     elapsed = ordered[-1][0] - ordered[0][0]
@@ -128,10 +161,19 @@ def remaining_budget(
 
 def window_samples(samples: Sequence[Sample], window: float, now: float) -> list[Sample]:
     """The samples taken within `window` before `now`, plus the newest older one as a baseline."""
+    if _in_order(samples):
+        # The usual case (a slot's track keeps its samples in time order): two bisections.
+        end = bisect.bisect_right(samples, now, key=_at)
+        start = bisect.bisect_left(samples, now - window, 0, end, key=_at)
+        if start == 0:
+            return list(samples[:end])
+        # The newest sample older than the window, the first of its ties.
+        older = bisect.bisect_left(samples, samples[start - 1].at, 0, start, key=_at)
+        return [samples[older], *samples[start:end]]
     cutoff = now - window
     recent: list[Sample] = []
     baseline: Sample | None = None  # the newest sample older than the window (the first of ties)
-    for sample in samples:  # one pass: this runs for every slot at every poll
+    for sample in samples:
         if sample.at > now:
             continue
         if sample.at >= cutoff:
@@ -140,7 +182,7 @@ def window_samples(samples: Sequence[Sample], window: float, now: float) -> list
             baseline = sample
     if baseline is not None:
         recent.insert(0, baseline)
-    recent.sort(key=lambda sample: sample.at)
+    recent.sort(key=_at)
     return recent
 
 
@@ -210,6 +252,19 @@ def _spread(points: Sequence[tuple[float, float]], slope: float) -> float:
         return 0.0
     quartiles = statistics.quantiles(residuals, n=4)
     return quartiles[2] - quartiles[0]
+
+
+def _at(sample: Sample) -> float:
+    return sample.at
+
+
+_time = operator.itemgetter(0)
+
+
+def _in_order(samples: Sequence[Sample]) -> bool:
+    # Checked in one C-level pass over the times.
+    times = [sample.at for sample in samples]
+    return all(map(operator.le, times, times[1:]))
 
 
 def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

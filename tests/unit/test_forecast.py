@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from slotwatch.judge.forecast import (
     remaining_budget,
     theil_sen_slope,
     wal_rate,
+    window_samples,
 )
 from slotwatch.model import INF, Sample
 
@@ -57,6 +59,46 @@ def test_theil_sen_slope(
     points: list[tuple[float, float]], min_separation: float, expected: object
 ) -> None:
     assert theil_sen_slope(points, min_separation=min_separation) == expected
+
+
+# The fast forms (shared pairs, bisected windows) are held to the plain definitions.
+
+
+def plain_theil_sen(points: list[tuple[float, float]], min_separation: float) -> float | None:
+    ordered = sorted(points, key=lambda point: point[0])
+    slopes = [
+        (y_j - y_i) / (t_j - t_i)
+        for i, (t_i, y_i) in enumerate(ordered)
+        for t_j, y_j in ordered[i + 1 :]
+        if t_j >= t_i + min_separation and t_j > t_i
+    ]
+    return statistics.median(slopes) if slopes else None
+
+
+def plain_window(samples: list[Sample], window: float, now: float) -> list[Sample]:
+    recent = [s for s in samples if now - window <= s.at <= now]
+    older = [s for s in samples if s.at < now - window]
+    newest = max((s.at for s in older), default=None)
+    baseline = [next(s for s in older if s.at == newest)] if older else []
+    return baseline + sorted(recent, key=lambda s: s.at)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fast_forms_match_the_plain_definitions(seed: int) -> None:
+    rnd = random.Random(seed)  # noqa: S311 - reproducible test inputs
+    for _ in range(50):
+        # Whole-second times make ties and exact separations common; some inputs are unsorted.
+        times = [float(rnd.choice([rnd.randint(0, 30), rnd.uniform(0, 30)])) for _ in range(40)]
+        times = times[: rnd.randint(0, 40)]
+        if rnd.random() < 0.5:
+            times.sort()
+        points = [(t, rnd.uniform(-100, 100)) for t in times]
+        separation = rnd.choice([0.0, 0.5, 3.0, rnd.uniform(0, 20)])
+        assert theil_sen_slope(points, separation) == plain_theil_sen(points, separation)
+        samples = [sample(t, 0, None, -1) for t in times]
+        now, window = rnd.uniform(0, 35), rnd.uniform(0, 30)
+        got = window_samples(samples, window, now)
+        assert [id(s) for s in got] == [id(s) for s in plain_window(samples, window, now)]
 
 
 # --- wal_rate ---------------------------------------------------------------------------------
