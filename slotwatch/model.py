@@ -7,6 +7,7 @@ Everything here is a frozen dataclass or an enum, with no I/O, so that the pure 
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -206,6 +207,23 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
+class Trend:
+    """A slot's retained WAL over the forecast window, column by column, oldest first.
+
+    `retained[i]` is `restart_lsn - current_lsn` (minus the WAL the slot holds back) at
+    `times[i]`, NaN where the slot had no restart_lsn. Two flat arrays of doubles take a sixth
+    of the memory of a Sample per poll, and a slot keeps one for every poll of the window.
+    Never changed once built: each poll builds a new one.
+    """
+
+    times: array[float] = field(default_factory=lambda: array("d"))
+    retained: array[float] = field(default_factory=lambda: array("d"))
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+@dataclass(frozen=True, slots=True)
 class Attachment:
     """The walsender holding a slot, as slotwatch first saw it."""
 
@@ -235,7 +253,8 @@ class SlotTrack:
     last_confirmed_lsn: int | None
     stall_since: float | None  # since when confirmed_flush has not moved with WAL waiting
     inactive_since: float | None  # local observation, used when the server cannot tell us
-    samples: tuple[Sample, ...] = field(default_factory=tuple)
+    samples: tuple[Sample, ...] = field(default_factory=tuple)  # the last two polls'
+    trend: Trend = field(default_factory=Trend)  # the forecast window's retained WAL
     confirmed_since: float | None = None  # first poll that saw confirmed_flush_lsn where it is
     walsender: Attachment | None = None  # who held the slot at the last poll
     tries: Tries = field(default_factory=Tries)

@@ -20,10 +20,17 @@ position moves, so a crash loop reads `wedged` on every poll instead of flickeri
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from slotwatch.judge.forecast import Forecast, invalidation_eta, window_samples
+from slotwatch.judge.forecast import (
+    Forecast,
+    invalidation_eta,
+    retained_of,
+    trend_eta,
+    window_trend,
+)
 from slotwatch.model import (
     Assessment,
     Attachment,
@@ -34,6 +41,7 @@ from slotwatch.model import (
     SlotState,
     SlotTrack,
     Thresholds,
+    Trend,
     Tries,
 )
 from slotwatch.units import format_bytes, format_duration
@@ -88,7 +96,10 @@ def observe(
         active=row.active,
     )
     history: Sequence[Sample] = prev.samples if prev is not None else ()
-    samples = _bounded([*history, sample], th.forecast_window, at)
+    # The last two polls in full (after a clock step back, none from "the future"); the window
+    # as a trend, which is all the forecast reads of older polls.
+    samples = (*[s for s in history[-1:] if s.at <= at], sample)
+    trend = _bounded(prev.trend if prev is not None else Trend(), sample, th.forecast_window)
 
     stall_since = _stall_since(prev, history, sample, th)
 
@@ -118,6 +129,7 @@ def observe(
         stall_since=stall_since,
         inactive_since=inactive_since,
         samples=samples,
+        trend=trend,
         confirmed_since=confirmed_since,
         walsender=walsender,
         tries=tries,
@@ -237,8 +249,17 @@ def classify(
 
     inactive, inactive_source = _inactive(row, track, now, polled_once)
 
-    forecast = invalidation_eta(
-        track.samples, server.max_slot_wal_keep_size, th.wal_budget_bytes, th.forecast_window, now
+    forecast = (
+        trend_eta(
+            track.trend,
+            track.samples[-1],
+            server.max_slot_wal_keep_size,
+            th.wal_budget_bytes,
+            window=th.forecast_window,
+            now=now,
+        )
+        if track.samples
+        else invalidation_eta((), server.max_slot_wal_keep_size, th.wal_budget_bytes, 0.0, now)
     )
 
     def verdict(state: SlotState, reasons: list[str]) -> Assessment:
@@ -576,7 +597,13 @@ def _lag(current: int, position: int) -> int:
     return max(0, current - position)
 
 
-def _bounded(samples: list[Sample], window: float, now: float) -> tuple[Sample, ...]:
-    # After a clock step backwards, samples from "the future" would poison every slope.
-    kept = window_samples(samples, window, now)
-    return tuple(kept[-MAX_SAMPLES:])
+def _bounded(trend: Trend, sample: Sample, window: float) -> Trend:
+    # After a clock step backwards, points from "the future" would poison every slope.
+    grown = Trend(
+        trend.times + array("d", (sample.at,)),
+        trend.retained + array("d", (retained_of(sample),)),
+    )
+    kept = window_trend(grown, window, sample.at)
+    if len(kept) <= MAX_SAMPLES:
+        return kept
+    return Trend(kept.times[-MAX_SAMPLES:], kept.retained[-MAX_SAMPLES:])

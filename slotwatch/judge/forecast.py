@@ -32,13 +32,15 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import math
 import operator
 import statistics
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import sub, truediv
 
-from slotwatch.model import INF, Sample
+from slotwatch.model import INF, Sample, Trend
 
 # Theil-Sen is quadratic in the number of points; a window thinned to this many evenly spaced
 # points keeps one estimate near a millisecond without changing the trend it reads.
@@ -186,6 +188,46 @@ def window_samples(samples: Sequence[Sample], window: float, now: float) -> list
     return recent
 
 
+def window_trend(trend: Trend, window: float, now: float) -> Trend:
+    """`window_samples` for a trend: the points within `window` before `now`, plus a baseline."""
+    times = trend.times
+    if all(map(operator.le, times, times[1:])):  # in time order, as a track keeps it
+        end = bisect.bisect_right(times, now)
+        start = bisect.bisect_left(times, now - window, 0, end)
+        if start == 0:
+            return trend if end == len(times) else Trend(times[:end], trend.retained[:end])
+        older = bisect.bisect_left(times, times[start - 1], 0, start)
+        return Trend(
+            times[older : older + 1] + times[start:end],
+            trend.retained[older : older + 1] + trend.retained[start:end],
+        )
+    cutoff = now - window
+    recent: list[tuple[float, float]] = []
+    baseline: tuple[float, float] | None = None
+    for point in zip(times, trend.retained, strict=True):
+        if point[0] > now:
+            continue
+        if point[0] >= cutoff:
+            recent.append(point)
+        elif baseline is None or point[0] > baseline[0]:
+            baseline = point
+    if baseline is not None:
+        recent.insert(0, baseline)
+    recent.sort(key=_time)
+    return Trend(array("d", [t for t, _ in recent]), array("d", [v for _, v in recent]))
+
+
+def trend_of(samples: Sequence[Sample]) -> Trend:
+    """The retained-WAL trend of `samples`, in their order."""
+    return Trend(array("d", [s.at for s in samples]), array("d", [retained_of(s) for s in samples]))
+
+
+def retained_of(sample: Sample) -> float:
+    if sample.restart_lsn is None:
+        return math.nan
+    return float(sample.restart_lsn - sample.current_lsn)
+
+
 def invalidation_eta(
     samples: Sequence[Sample],
     max_slot_wal_keep_size: int,
@@ -199,11 +241,32 @@ def invalidation_eta(
     not shrinking, when there is no budget (unlimited and none configured), or when the recent
     samples are too few or too close together to tell.
     """
-    budget = wal_budget(max_slot_wal_keep_size, wal_budget_bytes)
     recent = window_samples(samples, window, now)
     if not recent:
+        budget = wal_budget(max_slot_wal_keep_size, wal_budget_bytes)
         return Forecast(INF, None, budget, None, None)
-    latest = recent[-1]
+    return trend_eta(
+        trend_of(recent),
+        recent[-1],
+        max_slot_wal_keep_size,
+        wal_budget_bytes,
+        window=window,
+        now=now,
+    )
+
+
+def trend_eta(
+    trend: Trend,
+    latest: Sample,
+    max_slot_wal_keep_size: int,
+    wal_budget_bytes: int | None,
+    *,
+    window: float,
+    now: float,
+) -> Forecast:
+    """`invalidation_eta` over a trend already cut to the window (as a slot's track keeps it),
+    whose newest point is `latest`'s."""
+    budget = wal_budget(max_slot_wal_keep_size, wal_budget_bytes)
     if latest.restart_lsn is None:
         # Invalidated: nothing is left, whether or not there was a budget to speak of.
         return Forecast(0.0, 0 if budget is not None else None, budget, _ratio(0, budget), None)
@@ -218,9 +281,9 @@ def invalidation_eta(
     # only moves in whole segments as restart_lsn crosses them, and that coarse saw-tooth would
     # read as a steady shrink for as long as one segment takes to fill.
     points = [
-        (sample.at, float(sample.restart_lsn - sample.current_lsn))
-        for sample in recent
-        if sample.restart_lsn is not None
+        (at, value)
+        for at, value in zip(trend.times, trend.retained, strict=True)
+        if not math.isnan(value)
     ]
     span = points[-1][0] - points[0][0] if points else 0.0
     if span <= 0 or span < window * MIN_SPAN_FRACTION:

@@ -569,17 +569,19 @@ def test_stall_clock_is_late_by_at_most_one_interval(interval: float, stall_afte
 )
 def test_samples_stay_bounded_over_2000_polls(interval: float, bound: int) -> None:
     track: SlotTrack | None = None
-    # 2,000 polls pass the cap (512) and the 15 s window (42 samples) several times over.
+    # 2,000 polls pass the cap (512) and the 15 s window (42 points) several times over.
     for i in range(2_000):
         at = i * interval
         current = START + i * 100 * KiB
         row = slot(current)
         track = observe(track, row, server(current), at, TH)
         classify(row, server(current), track, TH)
-        assert len(track.samples) <= bound
+        assert len(track.trend) <= bound
+        assert len(track.samples) <= 2  # only the last two polls are kept whole
     assert track is not None
-    assert len(track.samples) == bound
-    assert track.samples[-1].at == 1_999 * interval
+    assert len(track.trend) == bound
+    assert track.trend.times[-1] == track.samples[-1].at == 1_999 * interval
+    assert track.samples[0].at == 1_998 * interval
 
 
 def test_clock_stepping_back_drops_future_samples() -> None:
@@ -589,6 +591,7 @@ def test_clock_stepping_back_drops_future_samples() -> None:
         track = observe(track, slot(current, active=False), server(current), at, TH)
     assert track is not None
     assert [sample.at for sample in track.samples] == [400.0]
+    assert list(track.trend.times) == [400.0]
     assert track.inactive_since == 400.0
     assessment = classify(slot(START, active=False), server(START), track, TH)
     assert assessment.inactive_seconds == 0.0
