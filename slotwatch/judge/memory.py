@@ -35,6 +35,10 @@ from slotwatch.model import (
 _WAL_POINTS = 1024
 
 
+# How many of the other busy slots a reason names; the rest are counted.
+SHARED_NAMED = 3
+
+
 class Memory:
     """Slot tracks, last known states and recent WAL positions of one target."""
 
@@ -82,6 +86,16 @@ class Memory:
         account = self._consumer
         tracks = self._tracks
         before = self._states
+        # Who streams or is copied, once a poll: the consumer evidence of every slot names them.
+        busy = (
+            [
+                (row.name, f"{row.name} is {'streaming' if row.active else 'snapshotting'}")
+                for row in result.slots
+                if row.active or row.consumer_busy
+            ]
+            if account is not None
+            else []
+        )
         slots = []
         for row in result.slots:
             track = observe(tracks.get(row.name), row, server, at, self.thresholds)
@@ -93,7 +107,7 @@ class Memory:
                 self.thresholds,
                 polled_once=self._one_shot,
                 wal_rate=rate,
-                consumer=self._evidence(account, row, result.slots, at),
+                consumer=self._evidence(account, row, busy, at),
             )
             slots.append(SlotView(row, assessment))
         seen = {row.name for row in result.slots}
@@ -121,7 +135,7 @@ class Memory:
         self,
         account: ConsumerAccount | None,
         row: SlotRow,
-        rows: tuple[SlotRow, ...],
+        busy: list[tuple[str, str]],
         at: float,
     ) -> ConsumerEvidence | None:
         if account is None:
@@ -129,11 +143,11 @@ class Memory:
         fresh = at - account.reading.checked_at <= self._consumer_fresh_for
         # The counters are the whole process's: while another matched slot streams or is
         # copied, a rise may be that slot's, and cannot clear this one.
-        others = [
-            f"{other.name} is {'streaming' if other.active else 'snapshotting'}"
-            for other in rows
-            if other.name != row.name and (other.active or other.consumer_busy)
-        ]
+        count = len(busy) - (1 if row.active or row.consumer_busy else 0)
+        others = [text for name, text in busy[: SHARED_NAMED + 1] if name != row.name]
+        others = others[:SHARED_NAMED]
+        if count > len(others):
+            others.append(f"{count - len(others)} more")
         shared = (
             "; ".join(others) + " (the counters are the whole process's, not one slot's)"
             if others

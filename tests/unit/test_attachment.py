@@ -510,3 +510,28 @@ def test_counters_shared_with_a_snapshot_of_another_slot_cannot_clear_a_wedge() 
 
 def _fields(slot_row: SlotRow) -> dict[str, object]:
     return {name: getattr(slot_row, name) for name in SlotRow.__slots__}  # type: ignore[attr-defined]
+
+
+def test_many_busy_slots_are_named_three_at_a_time_and_counted() -> None:
+    """A reason names three of the other slots that share the counters and counts the rest."""
+    memory = Memory("default", FIELD, consumer_fresh_for=25.0)
+    memory.record_consumer(ConsumerReading("u", 0.0, up=True, duration=0.0, rows=0.0))
+    current = START + W
+    rows = [
+        SlotRow(**{**_fields(row(current, START, 4000 + k)), "name": f"{SLOT}{k}"})
+        for k in range(7)
+    ]
+    judgement = memory.judge(PollResult("default", 1.0, 0.0, server(current), tuple(rows)))
+    assert judgement is not None
+    for view in judgement.slots:
+        evidence = memory._evidence(memory._consumer, view.row, _busy(rows), 1.0)
+        assert evidence is not None
+        assert evidence.shared is not None
+        named = [f"{r.name} is streaming" for r in rows if r.name != view.row.name][:3]
+        assert evidence.shared == "; ".join([*named, "3 more"]) + (
+            " (the counters are the whole process's, not one slot's)"
+        )
+
+
+def _busy(rows: list[SlotRow]) -> list[tuple[str, str]]:
+    return [(r.name, f"{r.name} is streaming") for r in rows]
