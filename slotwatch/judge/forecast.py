@@ -71,12 +71,20 @@ def theil_sen_slope(
 
     None when no such pair exists (in particular with fewer than two distinct times).
     """
-    ordered = _thin(sorted(points, key=_time))
-    pairs = _pairs(tuple(at for at, _ in ordered), min_separation)
+    ordered = sorted(points, key=_time)
+    return _slope([at for at, _ in ordered], [value for _, value in ordered], min_separation)
+
+
+def _slope(times: Sequence[float], values: Sequence[float], min_separation: float) -> float | None:
+    """`theil_sen_slope` over two columns already in time order."""
+    if len(times) > MAX_SLOPE_POINTS:
+        step = (len(times) - 1) / (MAX_SLOPE_POINTS - 1)
+        picks = [round(i * step) for i in range(MAX_SLOPE_POINTS)]
+        times, values = [times[k] for k in picks], [values[k] for k in picks]
+    pairs = _pairs(tuple(times), min_separation)
     if pairs is None:
         return None
     later, earlier, gaps = pairs
-    values = [value for _, value in ordered]
     # The pairs depend on the times alone, and every slot of a target is sampled at the same
     # times: they are worked out once (below) and each slot only gathers and divides, in C.
     slopes: list[float] = list(map(truediv, map(sub, later(values), earlier(values)), gaps))
@@ -280,19 +288,19 @@ def trend_eta(
     # The trend comes from the retained WAL, whose slope is minus the budget's: safe_wal_size
     # only moves in whole segments as restart_lsn crosses them, and that coarse saw-tooth would
     # read as a steady shrink for as long as one segment takes to fill.
-    points = [
-        (at, value)
-        for at, value in zip(trend.times, trend.retained, strict=True)
-        if not math.isnan(value)
-    ]
-    span = points[-1][0] - points[0][0] if points else 0.0
+    times: Sequence[float] = trend.times
+    values: Sequence[float] = trend.retained
+    if any(map(math.isnan, values)):  # points from before the slot lost its restart_lsn
+        kept = [(at, v) for at, v in zip(times, values, strict=True) if not math.isnan(v)]
+        times, values = [at for at, _ in kept], [v for _, v in kept]
+    span = times[-1] - times[0] if times else 0.0
     if span <= 0 or span < window * MIN_SPAN_FRACTION:
         return Forecast(INF, remaining, budget, ratio, None)
-    slope = theil_sen_slope(points, min_separation=span * PAIR_SEPARATION_FRACTION)
+    slope = _slope(times, values, span * PAIR_SEPARATION_FRACTION)
     if slope is None:
         return Forecast(INF, remaining, budget, ratio, None)
     shrink = max(0.0, -slope)
-    if shrink == 0 or shrink * span <= _spread(points, slope):
+    if shrink == 0 or shrink * span <= _spread(times, values, slope):
         return Forecast(INF, remaining, budget, ratio, 0.0)
     eta = max(0.0, remaining / shrink - max(0.0, now - latest.at))
     return Forecast(eta, remaining, budget, ratio, shrink)
@@ -306,11 +314,11 @@ def _ratio(remaining: int, budget: int | None) -> float | None:
     return remaining / budget
 
 
-def _spread(points: Sequence[tuple[float, float]], slope: float) -> float:
+def _spread(times: Sequence[float], values: Sequence[float], slope: float) -> float:
     # The interquartile range of what the trend line does not explain: for a healthy slot that is
     # the saw-tooth of restart_lsn's jumps, and a "trend" whose whole fall over the sampled span
     # stays inside it is that saw-tooth sampled unluckily, not a slot losing its budget.
-    residuals = [value - slope * at for at, value in points]
+    residuals = [value - slope * at for at, value in zip(times, values, strict=True)]
     if len(residuals) < 4:
         return 0.0
     quartiles = statistics.quantiles(residuals, n=4)
@@ -328,10 +336,3 @@ def _in_order(samples: Sequence[Sample]) -> bool:
     # Checked in one C-level pass over the times.
     times = [sample.at for sample in samples]
     return all(map(operator.le, times, times[1:]))
-
-
-def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    if len(points) <= MAX_SLOPE_POINTS:
-        return points
-    step = (len(points) - 1) / (MAX_SLOPE_POINTS - 1)
-    return [points[round(i * step)] for i in range(MAX_SLOPE_POINTS)]
