@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from metrics_fixture import OTHERS, PROD, REPLICA, SLOTS, SNAPSHOT, many_slots
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -18,11 +20,12 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from sandbox.waiting import wait_until
 from slotwatch.model import INF, WAL_STATUSES, SlotState, SlotView
 from slotwatch.serve.collector import SlotwatchCollector
-from slotwatch.serve.exposition import Exposition, Renderer, accepts_gzip, render
+from slotwatch.serve.exposition import Exposition, Renderer, accepts_gzip, number_line, render
 from slotwatch.serve.store import Snapshot
 
 NAN = float("nan")
@@ -278,3 +281,25 @@ def test_what_a_renderer_keeps_stays_bounded_while_every_slot_is_new_each_render
     assert kept[0] > 4000
     assert max(kept) < 3 * kept[0]
     assert max(kept[25:]) <= max(kept[:25])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.integers(),
+        st.integers(min_value=10**5, max_value=10**17),  # where Go's exponent starts, and 2**53
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(min_value=1e5, max_value=1e17),
+        st.booleans(),
+    )
+)
+@example(999_999)
+@example(1_000_000)
+@example(2**53 - 1)
+@example(2**53)
+@example(-(2**53) + 1)
+@example(-0.0)
+@example(1234567.0)
+@example(1e16)
+def test_numbers_are_written_as_the_library_writes_them(value: float) -> None:
+    assert number_line(value, repr(value)) == floatToGoString(value) + "\n"
