@@ -85,6 +85,14 @@ def _sorted_labels(names: Labels) -> list[int]:
     return sorted(range(len(names)), key=names.__getitem__)
 
 
+def _labels_template(names: Labels) -> str:
+    """`{a="%s",b="%s"} ` for the label values in `_sorted_labels(names)` order; label names
+    are identifiers, so the only % are the placeholders."""
+    if not names:
+        return " "
+    return "{" + ",".join(f'{names[i]}="%s"' for i in _sorted_labels(names)) + "} "
+
+
 # A number's text, line end included, by the number's repr. The repr, not the number, is the
 # key: 0.0 and -0.0 are equal (one dict key) but written differently, and every number the
 # table yields (int, float, bool) has a repr that fixes what the library writes for it.
@@ -139,9 +147,8 @@ class _Subjects:
     label values."""
 
     def __init__(self, names: Labels) -> None:
-        order = _sorted_labels(names)
-        self._order = order
-        self._template = "{" + ",".join(f'{names[i]}="%s"' for i in order) + "} " if names else " "
+        self._order = _sorted_labels(names)
+        self._template = _labels_template(names)
         self._texts: dict[Labels, str] = {}
         self.keys: tuple[Labels, ...] = ()
         self.row: list[str] = []  # the text of each of `keys`
@@ -173,14 +180,11 @@ class _Lines:
         self.head = _head(family, openmetrics).encode()
         self._name = family.name
         self._order = _sorted_labels(family.label_names)
+        self._prefix = family.name + _labels_template(family.label_names)
 
     def prefix(self, values: Labels) -> str:
         """`name{labels} ` for a series with these label values (in `label_names` order)."""
-        if not self._order:
-            return f"{self._name} "
-        names = self.family.label_names
-        labels = ",".join(f'{names[i]}="{_escape_label(values[i])}"' for i in self._order)
-        return f"{self._name}{{{labels}}} "
+        return self._prefix % tuple([_escape_label(values[i]) for i in self._order])
 
     def write(self, subjects: _Subjects, each: list[Any], numbers: Numbers) -> bytes:
         """The family's samples for the scope's subjects (`subjects.keys[i]` names `each[i]`)."""
