@@ -18,7 +18,9 @@ keeps between renders what the next one will likely need again:
 - per `series=` family, the `name{labels} ` of each series, by its label values;
 - the text of each number, by its repr (not its value: 0.0 and -0.0 are one dict key but two
   texts), written by `number_line`, which is `floatToGoString` made quicker for ints;
-- per family, its last lines' texts and bytes, reused when a render comes out the same.
+- per family, what its samples were written from at the last render: when a render comes out
+  the same, its bytes are copied from the last body, which is kept (and shared with
+  `Exposition`'s answer), rather than written again.
 
 What is kept is bounded by what the last render wrote: a cache keyed by label values is cut
 back to the entries that render used once it holds more than twice as many (plus `SLACK`), and
@@ -186,33 +188,31 @@ class _Lines:
         """`name{labels} ` for a series with these label values (in `label_names` order)."""
         return self._prefix % tuple([_escape_label(values[i]) for i in self._order])
 
-    def write(self, subjects: _Subjects, each: list[Any], numbers: Numbers) -> bytes:
-        """The family's samples for the scope's subjects (`subjects.keys[i]` names `each[i]`)."""
+    def write(self, subjects: _Subjects, each: list[Any], numbers: Numbers) -> bytes | None:
+        """The family's samples for the scope's subjects (`subjects.keys[i]` names `each[i]`),
+        or None when they are the bytes this family wrote at the last render."""
         raise NotImplementedError
+
+    def forget(self) -> None:
+        """Let the next `write` answer None only for what it has itself written since."""
 
     def size(self) -> int:
         return 0
 
 
 class _ValueLines(_Lines):
-    """A `value=` family: name plus the scope's label text, then the number. Its lines' start,
-    numbers and bytes are the last render's when they come out the same."""
+    """A `value=` family: each line is its name, the scope's label text and the number; the
+    same subjects with the same numbers' texts as at the last render are the same bytes."""
 
     def __init__(
         self, family: Family[Any], openmetrics: bool, value: Callable[[Any], float | None]
     ) -> None:
         super().__init__(family, openmetrics)
         self._value = value
-        self._keys: tuple[Labels, ...] = ()
-        self._row: list[str] = []  # each line's `name{labels} `, for `_keys`
-        self._texts: list[str] | None = []  # the numbers' texts `_body` was written with
-        self._body = b""
+        self._keys: tuple[Labels, ...] | None = None  # the subjects of the last render
+        self._texts: list[str] = []  # and the numbers' texts
 
-    def write(self, subjects: _Subjects, each: list[Any], numbers: Numbers) -> bytes:
-        if subjects.keys is not self._keys:
-            self._keys = subjects.keys
-            self._row = list(map(self._name.__add__, subjects.row))
-            self._texts = None  # other lines: even the same numbers make another body
+    def write(self, subjects: _Subjects, each: list[Any], numbers: Numbers) -> bytes | None:
         values = list(map(self._value, each))
         shown = list(map(repr, values))
         texts = list(map(numbers.get, shown))
@@ -221,14 +221,18 @@ class _ValueLines(_Lines):
                 _number(numbers, value, key) if text is None else text
                 for text, value, key in zip(texts, values, shown, strict=True)
             ]
-        if texts == self._texts:
-            return self._body
+        if subjects.keys is self._keys and texts == self._texts:
+            return None
+        self._keys, self._texts = subjects.keys, texts  # type: ignore[assignment]
         if _NO_SERIES in texts:
-            body = "".join([p + t for p, t in zip(self._row, texts, strict=True) if t])
+            tails = [p + t for p, t in zip(subjects.row, texts, strict=True) if t]
         else:
-            body = "".join(map(str.__add__, self._row, texts))  # type: ignore[arg-type]
-        self._texts, self._body = texts, body.encode()  # type: ignore[assignment]
-        return self._body
+            tails = list(map(str.__add__, subjects.row, texts))  # type: ignore[arg-type]
+        # Every tail ends its line, so the name joining them starts the next one.
+        return (self._name + self._name.join(tails)).encode() if tails else b""
+
+    def forget(self) -> None:
+        self._keys = None
 
 
 class _OneOfLines(_Lines):
@@ -240,8 +244,7 @@ class _OneOfLines(_Lines):
         self._one_of = one_of
         self._base = len(family.scope.labels)
         self._runs: dict[tuple[Labels, str | None], str] = {}
-        self._chunks: list[str] = []
-        self._body = b""
+        self._chunks: list[str] | None = None  # the runs of the last render
         # Per current choice (None, and one for every value outside the choices), the run as a
         # %-template of the scope's label values, and which of them each %s takes.
         self._templates: dict[object, tuple[str, tuple[int, ...]]] = {}
@@ -271,7 +274,7 @@ class _OneOfLines(_Lines):
         escaped = [_escape_label(value) for value in base]
         return template % tuple(map(escaped.__getitem__, args))
 
-    def write(self, subjects: _Subjects, each: list[Any], numbers: Numbers) -> bytes:
+    def write(self, subjects: _Subjects, each: list[Any], numbers: Numbers) -> bytes | None:
         used = list(zip(subjects.keys, map(self._one_of.current, each), strict=True))
         chunks = list(map(self._runs.get, used))
         if None in chunks:
@@ -281,10 +284,13 @@ class _OneOfLines(_Lines):
             ]
             self._runs.update(zip(used, chunks, strict=True))  # type: ignore[arg-type]
             self._runs = _pruned(self._runs, used, len(used))
-        if chunks != self._chunks:
-            self._chunks = chunks  # type: ignore[assignment]
-            self._body = "".join(self._chunks).encode()
-        return self._body
+        if chunks == self._chunks:
+            return None
+        self._chunks = chunks  # type: ignore[assignment]
+        return "".join(chunks).encode()  # type: ignore[arg-type]
+
+    def forget(self) -> None:
+        self._chunks = None
 
     def size(self) -> int:
         return len(self._runs)
@@ -300,8 +306,9 @@ class _SeriesLines(_Lines):
         super().__init__(family, openmetrics)
         self._series = series
         self._prefixes: dict[tuple[Labels, Labels], str] = {}
+        self._out: list[str] | None = None  # the texts of the last render
 
-    def write(self, subjects: _Subjects, each: list[Any], numbers: Numbers) -> bytes:
+    def write(self, subjects: _Subjects, each: list[Any], numbers: Numbers) -> bytes | None:
         out: list[str] = []
         used: list[tuple[Labels, Labels]] = []
         prefixes = self._prefixes
@@ -315,7 +322,13 @@ class _SeriesLines(_Lines):
                 out.append(prefix)
                 out.append(_number(numbers, value, repr(value)))
         self._prefixes = _pruned(prefixes, used, len(used))
+        if out == self._out:
+            return None
+        self._out = out
         return "".join(out).encode()
+
+    def forget(self) -> None:
+        self._out = None
 
     def size(self) -> int:
         return len(self._prefixes)
@@ -339,24 +352,44 @@ class Renderer:
         self._families = tuple(_lines(family, openmetrics) for family in FAMILIES)
         self._scopes = {f.scope: _Subjects(f.scope.labels) for f in FAMILIES}
         self._numbers: Numbers = dict(_NUMBERS_SEED)
+        # The last render, and where in it each family's samples are: a family that writes
+        # the same bytes again is copied from there, so they are not kept twice.
+        self._last = memoryview(b"")
+        self._spans: list[slice] = []
 
     def render(self, snapshot: Snapshot) -> bytes:
         """The table's families for `snapshot`, exactly as the client library would write them
         (for OpenMetrics, without the closing `# EOF`: the process metrics follow)."""
-        out: list[bytes] = []
+        try:
+            return self._render(snapshot)
+        except BaseException:
+            for lines in self._families:  # the last render is not what they wrote last
+                lines.forget()
+            raise
+
+    def _render(self, snapshot: Snapshot) -> bytes:
+        out: list[bytes | memoryview] = []
+        spans: list[slice] = []
+        at = 0
         each: dict[Scope[Any], list[Any]] = {}  # each scope's subjects, read once per render
-        for lines in self._families:
+        for index, lines in enumerate(self._families):
             scope = lines.family.scope
             subjects = self._scopes[scope]
             if scope not in each:
                 pairs = list(scope.subjects(snapshot))
                 subjects.update(tuple([key for key, _ in pairs]))
                 each[scope] = [subject for _, subject in pairs]
-            out.append(lines.head)
-            out.append(lines.write(subjects, each[scope], self._numbers))
+            written = lines.write(subjects, each[scope], self._numbers)
+            samples = self._last[self._spans[index]] if written is None else written
+            at += len(lines.head)
+            spans.append(slice(at, at + len(samples)))
+            at += len(samples)
+            out += (lines.head, samples)
         if len(self._numbers) > NUMBERS_KEPT:
             self._numbers = dict(_NUMBERS_SEED)
-        return b"".join(out)
+        body = b"".join(out)
+        self._last, self._spans = memoryview(body), spans
+        return body
 
     def cached(self) -> int:
         """Entries kept between renders, all caches together."""

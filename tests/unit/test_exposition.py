@@ -303,3 +303,14 @@ def test_what_a_renderer_keeps_stays_bounded_while_every_slot_is_new_each_render
 @example(1e16)
 def test_numbers_are_written_as_the_library_writes_them(value: float) -> None:
     assert number_line(value, repr(value)) == floatToGoString(value) + "\n"
+
+
+def test_a_render_that_fails_halfway_leaves_the_next_one_right() -> None:
+    renderer = Renderer()
+    renderer.render(SNAPSHOT)
+    moved = replace(PROD, polls_skipped=PROD.polls_skipped + 1)  # a target figure: written first
+    broken = Snapshot((replace(moved, slots=(*PROD.slots, None)), REPLICA))  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        renderer.render(broken)
+    fixed = Snapshot((moved, REPLICA))
+    assert renderer.render(fixed) == _library(fixed)
