@@ -37,7 +37,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -135,10 +135,10 @@ def _number(numbers: Numbers, value: float | None, shown: str) -> str:
     return text
 
 
-def _pruned(cache: dict[Any, str], used: list[Any], count: int) -> dict[Any, str]:
-    """`cache` itself, or only its entries in `used` (`count` of them) once it holds more than
-    twice that: a cache keyed by slot names must not grow while slots come and go."""
-    if len(cache) <= 2 * count + SLACK:
+def _pruned(cache: dict[Any, str], used: Collection[Any]) -> dict[Any, str]:
+    """`cache` itself, or only its entries in `used` once it holds more than twice as many:
+    a cache keyed by slot names must not grow while slots come and go."""
+    if len(cache) <= 2 * len(used) + SLACK:
         return cache
     return {key: cache[key] for key in used}
 
@@ -158,16 +158,16 @@ class _Subjects:
     def _text(self, key: Labels) -> str:
         return self._template % tuple([_escape_label(key[i]) for i in self._order])
 
-    def update(self, keys: tuple[Labels, ...]) -> tuple[Labels, ...]:
-        """`keys`, or the last render's equal tuple: each family then compares identities."""
+    def update(self, keys: tuple[Labels, ...]) -> None:
+        """This render's subjects: equal to the last render's, `keys` stays the tuple it was,
+        so a family can tell by identity that its lines start as they did."""
         if keys == self.keys:
-            return self.keys
+            return
         get, text = self._texts.get, self._text
         row = [get(key) or text(key) for key in keys]
         self._texts.update(zip(keys, row, strict=True))
-        self._texts = _pruned(self._texts, list(keys), len(keys))
+        self._texts = _pruned(self._texts, keys)
         self.keys, self.row = keys, row
-        return keys
 
     def size(self) -> int:
         return len(self._texts)
@@ -245,8 +245,8 @@ class _OneOfLines(_Lines):
         self._base = len(family.scope.labels)
         self._runs: dict[tuple[Labels, str | None], str] = {}
         self._chunks: list[str] | None = None  # the runs of the last render
-        # Per current choice (None, and one for every value outside the choices), the run as a
-        # %-template of the scope's label values, and which of them each %s takes.
+        # Per current choice (and None, and _OTHER for any value outside the choices), the run
+        # as a %-template of the scope's label values, and which of them each %s takes.
         self._templates: dict[object, tuple[str, tuple[int, ...]]] = {}
 
     def _template(self, current: str | None) -> tuple[str, tuple[int, ...]]:
@@ -283,7 +283,7 @@ class _OneOfLines(_Lines):
                 for chunk, key in zip(chunks, used, strict=True)
             ]
             self._runs.update(zip(used, chunks, strict=True))  # type: ignore[arg-type]
-            self._runs = _pruned(self._runs, used, len(used))
+            self._runs = _pruned(self._runs, used)
         if chunks == self._chunks:
             return None
         self._chunks = chunks  # type: ignore[assignment]
@@ -321,7 +321,7 @@ class _SeriesLines(_Lines):
                     prefix = prefixes[key] = self.prefix((*base, *extra))
                 out.append(prefix)
                 out.append(_number(numbers, value, repr(value)))
-        self._prefixes = _pruned(prefixes, used, len(used))
+        self._prefixes = _pruned(prefixes, used)
         if out == self._out:
             return None
         self._out = out
