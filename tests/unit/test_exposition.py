@@ -242,14 +242,19 @@ def _churning(count: int, seed: int = 11) -> Iterator[Snapshot]:
 
 def test_one_renderer_across_a_churning_sequence_writes_what_the_library_writes() -> None:
     text, openmetrics = Renderer(), Renderer(openmetrics=True)
-    exposition = Exposition(_Swappable(SNAPSHOT), _empty_registry())
+    store = _Swappable(SNAPSHOT)
+    exposition = Exposition(store, _empty_registry())
     for snapshot in [*_churning(40), SNAPSHOT, Snapshot(()), SNAPSHOT]:
-        expected = _library(snapshot)
+        expected, expected_om = _library(snapshot), _library(snapshot, openmetrics=True)
         assert text.render(snapshot) == expected
-        assert openmetrics.render(snapshot) + b"# EOF\n" == _library(snapshot, openmetrics=True)
-        exposition._store = _Swappable(snapshot)
+        assert openmetrics.render(snapshot) + b"# EOF\n" == expected_om
+        store.current = snapshot
         assert exposition.response(None, None).body == expected
         assert gzip.decompress(exposition.response(None, "gzip").body) == expected
+        assert exposition.response(PROMETHEUS_2_ACCEPT, None).body == expected_om
+        assert gzip.decompress(exposition.response(PROMETHEUS_2_ACCEPT, "gzip").body) == (
+            expected_om
+        )
 
 
 def test_a_renderer_writes_the_same_snapshot_again_the_same() -> None:
