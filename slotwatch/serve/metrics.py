@@ -7,8 +7,15 @@ all read this table; nothing else lists metrics.
 
 To add a family, add one declaration to `FAMILIES` (where it should appear in /metrics). Its
 `scope` says whom its series describe and which labels they all carry; `value` reads one
-number per subject (None leaves the series out), or `series` yields several, each with values
-for the family's extra `labels`. A new kind of subject is a new `Scope`.
+number per subject (None leaves the series out); `one_of` names the subject's current choice
+among fixed ones (a series each: 1 for the current one, 0 for the others; none when there is no
+current one); or `series` yields several, each with values for the family's extra `labels`. A
+new kind of subject is a new `Scope`.
+
+The three forms are what lets the renderer (`serve.exposition`) skip most of the work: a
+`value` or `one_of` family's series are named by the scope's labels (plus the one choice label),
+so their text can be kept between renders, keyed by who the subject is and, for `one_of`, by its
+current choice.
 """
 
 from __future__ import annotations
@@ -106,6 +113,25 @@ CONSUMER: Scope[ConsumerAccount] = Scope(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class OneOf(Generic[S]):
+    """A one-hot family's series: one per choice, in `choices` order, 1 for the subject's
+    `current` choice and 0 for the others; none at all while `current` is None."""
+
+    choices: Labels
+    current: Callable[[S], str | None]
+
+    def series_of(self, current: str | None) -> list[tuple[Labels, float]]:
+        """The series for a subject whose current choice is `current`: they depend on nothing
+        else, which is what lets the renderer keep them by (subject, current)."""
+        if current is None:
+            return []
+        return [((choice,), _flag(choice == current)) for choice in self.choices]
+
+    def series(self, subject: S) -> Series:
+        return self.series_of(self.current(subject))
+
+
 def _progress_age(account: ConsumerAccount) -> float | None:
     if account.progress_at is None:
         return None
@@ -122,13 +148,17 @@ class Family(Generic[S]):
     help: str
     value: Callable[[S], float | None] | None = None
     series: Callable[[S], Series] | None = None
-    labels: Labels = ()  # beyond the scope's, filled by `series`
+    labels: Labels = ()  # beyond the scope's, filled by `series` or `one_of`
+    one_of: OneOf[S] | None = None
 
     def __post_init__(self) -> None:
-        if (self.value is None) == (self.series is None):
-            raise ValueError(f"{self.name}: give exactly one of value= and series=")
-        if bool(self.labels) != (self.series is not None):
-            raise ValueError(f"{self.name}: extra labels go with series=, and only there")
+        forms = (self.value, self.series, self.one_of)
+        if sum(form is not None for form in forms) != 1:
+            raise ValueError(f"{self.name}: give exactly one of value=, series= and one_of=")
+        if bool(self.labels) == (self.value is not None):
+            raise ValueError(f"{self.name}: extra labels go with series= or one_of=, only there")
+        if self.one_of is not None and len(self.labels) != 1:
+            raise ValueError(f"{self.name}: one_of= names its choice with exactly one label")
         if (self.type == COUNTER) != self.name.endswith("_total"):
             raise ValueError(f"{self.name}: counters, and only counters, end in _total")
 
@@ -138,9 +168,10 @@ class Family(Generic[S]):
 
     def samples(self, snapshot: Snapshot) -> Iterator[tuple[Labels, float]]:
         """(label values in `label_names` order, value) for every series of the snapshot."""
+        series = self.one_of.series if self.one_of is not None else self.series
         for base, subject in self.scope.subjects(snapshot):
-            if self.series is not None:
-                for extra, number in self.series(subject):
+            if series is not None:
+                for extra, number in series(subject):
                     yield (*base, *extra), number
             elif self.value is not None:
                 one = self.value(subject)
@@ -159,10 +190,6 @@ def _ratio(value: float | None) -> float | None:
 
 
 _STATES = tuple(state.value for state in SlotState)
-
-
-def _one_of(choices: Iterable[str], current: str | None) -> Series:
-    return (((choice,), _flag(choice == current)) for choice in choices)
 
 
 FAMILIES: tuple[Family[Any], ...] = (
@@ -344,9 +371,7 @@ FAMILIES: tuple[Family[Any], ...] = (
         SLOT,
         "1 for the slot's wal_status from pg_replication_slots, 0 for the others; absent when"
         " the server reports none.",
-        series=lambda s: () if s.row.wal_status is None else _one_of(
-            WAL_STATUSES, s.row.wal_status
-        ),
+        one_of=OneOf(WAL_STATUSES, lambda s: s.row.wal_status),
         labels=("wal_status",),
     ),
     Family(
@@ -355,7 +380,7 @@ FAMILIES: tuple[Family[Any], ...] = (
         SLOT,
         "1 for the state slotwatch classified the slot in at the last poll, 0 for the other six"
         " (docs/contract.md §2).",
-        series=lambda s: _one_of(_STATES, s.assessment.state.value),
+        one_of=OneOf(_STATES, lambda s: s.assessment.state.value),
         labels=("state",),
     ),
     Family(

@@ -4,12 +4,15 @@ snapshot, in the format and encoding the scraper asked for."""
 from __future__ import annotations
 
 import gzip
+import random
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from metrics_fixture import PROD, REPLICA, SNAPSHOT, many_slots
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from metrics_fixture import OTHERS, PROD, REPLICA, SLOTS, SNAPSHOT, many_slots
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -17,11 +20,15 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from sandbox.waiting import wait_until
+from slotwatch.model import INF, WAL_STATUSES, SlotState, SlotView
 from slotwatch.serve.collector import SlotwatchCollector
-from slotwatch.serve.exposition import Exposition, accepts_gzip, render
+from slotwatch.serve.exposition import Exposition, Renderer, accepts_gzip, number_line, render
 from slotwatch.serve.store import Snapshot
+
+NAN = float("nan")
 
 PROMETHEUS_2_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -184,3 +191,131 @@ def test_a_burst_shares_its_process_lines_and_later_scrapes_read_them_again() ->
     assert later.startswith(render(SNAPSHOT))
     assert b"\nprocess_reads 2.0\n" in later
     assert exposition.renders == 1
+
+
+# --- what a Renderer keeps between renders ------------------------------------------------------
+
+# Figures a slot may show: repeated ones (kept texts), zeros of both signs (one dict key, two
+# texts), ints beyond a float's exact range, and the non-finite ones.
+FIGURES = (0, 1, 0.0, -0.0, 4096, 999_999, 1_000_000, 5 * 2**30, 2**53 + 1, 0.5, 1234567.5,
+           -64.25, 1e16, INF, -INF, NAN)
+NAMES = ("powersync_a", "powersync_a_", "powersync_b", 'we"ird\\sl\not', "p%sercent", "slót_ü")
+WAL = (*WAL_STATUSES, None, "unknown_status")
+
+
+def _slot(rng: random.Random, name: str) -> SlotView:
+    base = SLOTS[rng.randrange(len(SLOTS))]
+    row = replace(
+        base.row,
+        name=name,
+        active=rng.random() < 0.5,
+        wal_status=rng.choice(WAL),
+        safe_wal_size=rng.choice((None, *FIGURES)),
+        catalog_xmin_age=rng.choice((None, 17, 18)),
+        total_bytes=rng.choice((None, *FIGURES)),
+        database=rng.choice(("app", None, 'x"y')),
+    )
+    assessment = replace(
+        base.assessment,
+        state=rng.choice(list(SlotState)),
+        lag_bytes=rng.choice((None, *FIGURES)),
+        flush_stall_seconds=rng.choice(FIGURES),
+        invalidation_eta_seconds=rng.choice(FIGURES),
+        wal_budget_ratio=rng.choice((None, 0.25, 1.5, -0.5, -0.0)),
+    )
+    return SlotView(row, assessment)
+
+
+def _churning(count: int, seed: int = 11) -> Iterator[Snapshot]:
+    """Snapshots in which slots appear, vanish, come back renamed by a character, change state
+    and WAL status, and a target goes down and up again."""
+    rng = random.Random(seed)  # noqa: S311 - seeded, reproducible fixtures, not secrets
+    pool = [f"{n}{k}" for n in NAMES for k in range(4)]
+    for step in range(count):
+        names = rng.sample(pool, rng.randrange(len(pool) + 1))
+        slots = tuple(_slot(rng, name) for name in names)
+        prod = replace(PROD, slots=slots, polls_skipped=step % 3)
+        if step % 5 == 3:  # down: no server, no slots
+            prod = replace(PROD, up=False, server=None, slots=(), others=replace(OTHERS, top=()))
+        yield Snapshot((prod, REPLICA) if step % 7 else (REPLICA, prod))
+
+
+def test_one_renderer_across_a_churning_sequence_writes_what_the_library_writes() -> None:
+    text, openmetrics = Renderer(), Renderer(openmetrics=True)
+    store = _Swappable(SNAPSHOT)
+    exposition = Exposition(store, _empty_registry())
+    for snapshot in [*_churning(40), SNAPSHOT, Snapshot(()), SNAPSHOT]:
+        expected, expected_om = _library(snapshot), _library(snapshot, openmetrics=True)
+        assert text.render(snapshot) == expected
+        assert openmetrics.render(snapshot) + b"# EOF\n" == expected_om
+        store.current = snapshot
+        assert exposition.response(None, None).body == expected
+        assert gzip.decompress(exposition.response(None, "gzip").body) == expected
+        assert exposition.response(PROMETHEUS_2_ACCEPT, None).body == expected_om
+        assert gzip.decompress(exposition.response(PROMETHEUS_2_ACCEPT, "gzip").body) == (
+            expected_om
+        )
+
+
+def test_a_renderer_writes_the_same_snapshot_again_the_same() -> None:
+    renderer = Renderer()
+    snapshot = many_slots(300)
+    first = renderer.render(snapshot)
+    assert renderer.render(snapshot) == first
+    assert renderer.render(many_slots(300)) == first  # equal figures, other objects
+    assert renderer.render(SNAPSHOT) == _library(SNAPSHOT)
+    assert renderer.render(snapshot) == first
+
+
+def test_what_a_renderer_keeps_stays_bounded_while_every_slot_is_new_each_render() -> None:
+    renderer = Renderer()
+    views = many_slots(1000).targets[0].slots
+    kept = []
+    for step in range(50):
+        slots = tuple(
+            SlotView(
+                replace(view.row, name=f"churn_{step}_{k}"),
+                replace(view.assessment, lag_bytes=step * 1000 + k),  # one-off figures too
+            )
+            for k, view in enumerate(views)
+        )
+        renderer.render(Snapshot((replace(PROD, slots=slots), REPLICA)))
+        kept.append(renderer.cached())
+    # One render's worth is about 4,000 entries (label texts, state and WAL runs, info prefixes)
+    # and its numbers; what slots seen once leave behind is cut back, never accumulated.
+    assert kept[0] > 4000
+    assert max(kept) < 3 * kept[0]
+    assert max(kept[25:]) <= max(kept[:25])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.integers(),
+        st.integers(min_value=10**5, max_value=10**17),  # where Go's exponent starts, and 2**53
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(min_value=1e5, max_value=1e17),
+        st.booleans(),
+    )
+)
+@example(999_999)
+@example(1_000_000)
+@example(2**53 - 1)
+@example(2**53)
+@example(-(2**53) + 1)
+@example(-0.0)
+@example(1234567.0)
+@example(1e16)
+def test_numbers_are_written_as_the_library_writes_them(value: float) -> None:
+    assert number_line(value, repr(value)) == floatToGoString(value) + "\n"
+
+
+def test_a_render_that_fails_halfway_leaves_the_next_one_right() -> None:
+    renderer = Renderer()
+    renderer.render(SNAPSHOT)
+    moved = replace(PROD, polls_skipped=PROD.polls_skipped + 1)  # a target figure: written first
+    broken = Snapshot((replace(moved, slots=(*PROD.slots, None)), REPLICA))  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        renderer.render(broken)
+    fixed = Snapshot((moved, REPLICA))
+    assert renderer.render(fixed) == _library(fixed)
