@@ -211,12 +211,13 @@ class Trend:
     """A slot's retained WAL over the forecast window, column by column, oldest first.
 
     `retained[i]` is `restart_lsn - current_lsn` (minus the WAL the slot holds back) at
-    `times[i]`, NaN where the slot had no restart_lsn. Two flat arrays of doubles take a sixth
-    of the memory of a Sample per poll, and a slot keeps one for every poll of the window.
+    `times[i]`, NaN where the slot had no restart_lsn. The times are the polls' own float
+    objects, shared by every slot of the target, and the values a flat array of doubles: a slot
+    keeps one point for every poll of the window, at a sixth of what a Sample costs.
     Never changed once built: each poll builds a new one.
     """
 
-    times: array[float] = field(default_factory=lambda: array("d"))
+    times: tuple[float, ...] = ()
     retained: array[float] = field(default_factory=lambda: array("d"))
 
     def __len__(self) -> int:

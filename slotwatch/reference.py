@@ -123,8 +123,13 @@ def _shown(key: str, value: object) -> str:
 
 
 def _metrics() -> list[str]:
-    lines = ["## Metrics", "", "Every family on `GET /metrics`, in the order it is exposed"
-             " (docs/contract.md §3). Counters end in `_total`.", ""]
+    lines = [
+        "## Metrics",
+        "",
+        "Every family on `GET /metrics`, in the order it is exposed"
+        " (docs/contract.md §3). Counters end in `_total`.",
+        "",
+    ]
     rows = [
         (f"`{f.name}`", f.type, ", ".join(f"`{n}`" for n in f.label_names) or "—", f.help)
         for f in FAMILIES
@@ -136,15 +141,23 @@ def _metrics() -> list[str]:
 
 def _states() -> list[str]:
     meanings = contract_states()
-    lines = ["## Slot states", "", "In order of precedence: the first that applies wins"
-             " (docs/contract.md §2).", ""]
+    lines = [
+        "## Slot states",
+        "",
+        "In order of precedence: the first that applies wins (docs/contract.md §2).",
+        "",
+    ]
     lines += _table(["state", "meaning"], ((f"`{s.value}`", meanings[s.value]) for s in SlotState))
     return [*lines, ""]
 
 
 def _endpoints() -> list[str]:
-    lines = ["## HTTP endpoints", "", "GET and HEAD only; nothing changes anything"
-             " (docs/contract.md §4).", ""]
+    lines = [
+        "## HTTP endpoints",
+        "",
+        "GET and HEAD only; nothing changes anything (docs/contract.md §4).",
+        "",
+    ]
     lines += _table(["path", "answers"], ((f"`{p}`", what) for p, what in ENDPOINTS))
     return [*lines, ""]
 
@@ -164,8 +177,9 @@ def _verbs() -> list[str]:
                     for a in sub._actions
                     if a.dest != "help"
                 ]
-                rows.append((f"`{verb}`", helps.get(verb, ""), ", ".join(
-                    f"`{o}`" for o in options) or "—"))
+                rows.append(
+                    (f"`{verb}`", helps.get(verb, ""), ", ".join(f"`{o}`" for o in options) or "—")
+                )
     lines += _table(["verb", "does", "arguments"], rows)
     return [*lines, ""]
 
@@ -180,8 +194,13 @@ def _exit_codes() -> list[str]:
             rows.append((code, f"`{name}`", meaning.strip()))
     rows.insert(0, ("0", "—", "success"))
     rows.sort(key=lambda row: int(row[0]))
-    lines = ["## Exit codes", "", "Outside `check` (docs/contract.md §5); `check` exits 0 OK,"
-             " 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", ""]
+    lines = [
+        "## Exit codes",
+        "",
+        "Outside `check` (docs/contract.md §5); `check` exits 0 OK,"
+        " 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+        "",
+    ]
     lines += _table(["code", "error", "means"], rows)
     return [*lines, ""]
 
@@ -215,8 +234,13 @@ def _settings() -> list[str]:
         "",
     ]
     rows = [
-        (f"`{variable}`", f"`{key}`" if key != "—" else key, where, default,
-         meanings.get(variable, ""))
+        (
+            f"`{variable}`",
+            f"`{key}`" if key != "—" else key,
+            where,
+            default,
+            meanings.get(variable, ""),
+        )
         for variable, key, where, default in setting_rows()
     ]
     lines += _table(["variable", "TOML key", "where", "default", "meaning"], rows)

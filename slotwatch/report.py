@@ -149,9 +149,7 @@ def consumer_document(view: TargetView) -> dict[str, Any] | None:
     if account is None:
         return None
     r = account.reading
-    age = (
-        max(0.0, r.checked_at - account.progress_at) if account.progress_at is not None else None
-    )
+    age = max(0.0, r.checked_at - account.progress_at) if account.progress_at is not None else None
     return {
         "url": r.url,
         "up": r.up,

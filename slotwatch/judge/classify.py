@@ -600,7 +600,7 @@ def _lag(current: int, position: int) -> int:
 def _bounded(trend: Trend, sample: Sample, window: float) -> Trend:
     # After a clock step backwards, points from "the future" would poison every slope.
     grown = Trend(
-        trend.times + array("d", (sample.at,)),
+        (*trend.times, sample.at),
         trend.retained + array("d", (retained_of(sample),)),
     )
     kept = window_trend(grown, window, sample.at)

@@ -222,12 +222,12 @@ def window_trend(trend: Trend, window: float, now: float) -> Trend:
     if baseline is not None:
         recent.insert(0, baseline)
     recent.sort(key=_time)
-    return Trend(array("d", [t for t, _ in recent]), array("d", [v for _, v in recent]))
+    return Trend(tuple([t for t, _ in recent]), array("d", [v for _, v in recent]))
 
 
 def trend_of(samples: Sequence[Sample]) -> Trend:
     """The retained-WAL trend of `samples`, in their order."""
-    return Trend(array("d", [s.at for s in samples]), array("d", [retained_of(s) for s in samples]))
+    return Trend(tuple([s.at for s in samples]), array("d", [retained_of(s) for s in samples]))
 
 
 def retained_of(sample: Sample) -> float:
@@ -289,7 +289,7 @@ def trend_eta(
     # only moves in whole segments as restart_lsn crosses them, and that coarse saw-tooth would
     # read as a steady shrink for as long as one segment takes to fill.
     times: Sequence[float] = trend.times
-    values: Sequence[float] = trend.retained
+    values: Sequence[float] = trend.retained.tolist()  # boxed once, not at every pair
     if any(map(math.isnan, values)):  # points from before the slot lost its restart_lsn
         kept = [(at, v) for at, v in zip(times, values, strict=True) if not math.isnan(v)]
         times, values = [at for at, _ in kept], [v for _, v in kept]

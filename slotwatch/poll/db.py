@@ -405,9 +405,7 @@ def carry_counters(
             carried.append(row)
         elif row.name in last:
             spill, stream, total = last[row.name]
-            carried.append(
-                replace(row, spill_bytes=spill, stream_bytes=stream, total_bytes=total)
-            )
+            carried.append(replace(row, spill_bytes=spill, stream_bytes=stream, total_bytes=total))
         else:
             unknown = True
             carried.append(row)

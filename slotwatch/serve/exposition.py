@@ -73,12 +73,13 @@ def _escape_label(value: str) -> str:
 def _head(family: Family[Any], openmetrics: bool) -> str:
     """Its # HELP and # TYPE lines. The text format names a counter family after its samples;
     OpenMetrics without `_total`."""
-    shown = family.name.removesuffix("_total") if openmetrics and family.type == COUNTER else (
-        family.name
+    shown = (
+        family.name.removesuffix("_total")
+        if openmetrics and family.type == COUNTER
+        else (family.name)
     )
     return (
-        f"# HELP {shown} {_escape_help(family.help, openmetrics)}\n"
-        f"# TYPE {shown} {family.type}\n"
+        f"# HELP {shown} {_escape_help(family.help, openmetrics)}\n# TYPE {shown} {family.type}\n"
     )
 
 

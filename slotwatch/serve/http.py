@@ -50,15 +50,17 @@ TEXT = "text/plain; charset=utf-8"
 # page list them from here.
 ENDPOINTS = (
     ("/", "this page: links to the endpoints below"),
-    ("/metrics", "Prometheus metrics from the latest poll (OpenMetrics when asked, gzip when"
-     " accepted)"),
+    (
+        "/metrics",
+        "Prometheus metrics from the latest poll (OpenMetrics when asked, gzip when accepted)",
+    ),
     ("/status", "every target and slot as JSON: its state, the reasons for it, its figures"),
     ("/healthz", "200 while polls run on schedule (even if a database is down), else 503"),
 )
 
 LANDING = (
-    "<!DOCTYPE html>\n<html lang=\"en\">\n"
-    "<head><meta charset=\"utf-8\"><title>slotwatch</title></head>\n<body>\n"
+    '<!DOCTYPE html>\n<html lang="en">\n'
+    '<head><meta charset="utf-8"><title>slotwatch</title></head>\n<body>\n'
     "<h1>slotwatch</h1>\n"
     f"<p>Watches PostgreSQL logical replication slots consumed by PowerSync."
     f" Version {html.escape(__version__)}.</p>\n<ul>\n"
