@@ -287,7 +287,7 @@ def render_cost(recorder: Recorder) -> Callable[[], bytes]:
         registry = build_registry(recorder.store)
         return lambda: generate_latest(registry)
     exposition = Exposition(recorder.store)
-    return lambda: exposition.response(None, None).body
+    return lambda: exposition.response(None, None).chunks[0]  # what the daemon sends, unjoined
 
 
 # -- the cluster --------------------------------------------------------------------------------

@@ -441,14 +441,18 @@ class _Part:
 class _Body:
     snapshot: Snapshot
     tail_at: float  # when the process metrics in it were read
-    body: bytes
+    chunks: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    body: bytes
+    chunks: tuple[bytes, ...]  # sent one after the other: the cached render is never copied
     content_type: str
     content_encoding: str | None
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
 
 
 class Exposition:
@@ -488,7 +492,7 @@ class Exposition:
                 body = self._bodies.get(key)
                 if body is None or not self._fresh(body, snapshot):
                     body = self._bodies[key] = self._build(snapshot, openmetrics, packed)
-        return Response(body.body, content_type, encoding)
+        return Response(body.chunks, content_type, encoding)
 
     def _fresh(self, body: _Body, snapshot: Snapshot) -> bool:
         return body.snapshot is snapshot and time.monotonic() - body.tail_at < self._process_ttl
@@ -505,4 +509,4 @@ class Exposition:
             tail_at = time.monotonic()
             tail = (generate_openmetrics if openmetrics else generate_latest)(self._process)
             self._tails[openmetrics] = (tail_at, tail)
-        return _Body(snapshot, tail_at, part.gzipped(tail) if packed else part.body + tail)
+        return _Body(snapshot, tail_at, (part.gzipped(tail),) if packed else (part.body, tail))

@@ -92,7 +92,7 @@ class _Request:
 class _Answer:
     status: int
     content_type: str
-    body: bytes
+    body: bytes | tuple[bytes, ...]  # several chunks are written as they are, never joined
     extra: tuple[tuple[str, str], ...] = ()
 
 
@@ -204,7 +204,7 @@ class HttpServer:
                     else await self._answer_on_a_worker(request)
                 )
                 keep = answer.status < 400 and request is not None and _keep_alive(request)
-                writer.write(_response(answer, request, keep))
+                writer.writelines(_response(answer, request, keep))
                 await asyncio.wait_for(writer.drain(), timeout=self._write_timeout)
                 log.debug(
                     "http request",
@@ -257,7 +257,7 @@ class HttpServer:
             extra = [("Vary", "Accept, Accept-Encoding")]
             if metrics.content_encoding:
                 extra.append(("Content-Encoding", metrics.content_encoding))
-            return _Answer(200, metrics.content_type, metrics.body, tuple(extra))
+            return _Answer(200, metrics.content_type, metrics.chunks, tuple(extra))
         if path == "/healthz":
             ok, why = self._health()
             return _Answer(200 if ok else 503, TEXT, f"{why}\n".encode())
@@ -288,13 +288,15 @@ def _keep_alive(request: _Request) -> bool:
     return "close" not in connection
 
 
-def _response(answer: _Answer, request: _Request | None, keep: bool) -> bytes:
+def _response(answer: _Answer, request: _Request | None, keep: bool) -> tuple[bytes, ...]:
+    """The head and the body's chunks: a 2 MiB body is sent as it is cached, not copied."""
+    chunks = (answer.body,) if isinstance(answer.body, bytes) else answer.body
     reason = HTTPStatus(answer.status).phrase
     headers = [
         ("Server", "slotwatch"),
         ("Date", formatdate(time.time(), usegmt=True)),
         ("Content-Type", answer.content_type),
-        ("Content-Length", str(len(answer.body))),
+        ("Content-Length", str(sum(map(len, chunks)))),
         ("Cache-Control", "no-store"),
         *answer.extra,
         ("Connection", "keep-alive" if keep else "close"),
@@ -302,8 +304,9 @@ def _response(answer: _Answer, request: _Request | None, keep: bool) -> bytes:
     head = f"HTTP/1.1 {answer.status} {reason}\r\n" + "".join(
         f"{name}: {value}\r\n" for name, value in headers
     )
-    body = b"" if request is not None and request.method == "HEAD" else answer.body
-    return head.encode("latin-1") + b"\r\n" + body
+    if request is not None and request.method == "HEAD":
+        chunks = ()
+    return (head.encode("latin-1") + b"\r\n", *chunks)
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

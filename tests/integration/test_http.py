@@ -346,6 +346,14 @@ def test_negotiation_gzip_the_landing_page_and_a_budget_ratio_of_at_most_one(
             )
             assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
             assert "content-encoding" not in plain.headers
+            # The body goes out in chunks (the cached render, then the process lines): the
+            # length announced is the length sent, and HEAD announces one and sends nothing.
+            assert int(plain.headers["content-length"]) == len(plain.content)
+            assert plain.text.count("# TYPE process_cpu_seconds_total") == 1
+            head = httpx.head(daemon.url + "/metrics", timeout=5)
+            assert head.status_code == 200
+            assert int(head.headers["content-length"]) > 0
+            assert head.content == b""
 
             om = httpx.get(
                 daemon.url + "/metrics",
@@ -365,6 +373,7 @@ def test_negotiation_gzip_the_landing_page_and_a_budget_ratio_of_at_most_one(
                 packed = client.send(request, stream=True)
                 raw = b"".join(packed.iter_raw())
             assert packed.headers["content-encoding"] == "gzip"
+            assert int(packed.headers["content-length"]) == len(raw)
             assert "Accept-Encoding" in packed.headers["vary"]
             unpacked = Metrics(gzip.decompress(raw).decode())
             assert unpacked.value("slotwatch_slot_active", slot=slot) == 0
