@@ -116,9 +116,10 @@ def _select(targets: tuple[Target, ...], name: str | None) -> tuple[Target, ...]
 
 def _run(args: argparse.Namespace) -> int:
     from slotwatch.config.shard import share
-    from slotwatch.service import Service
+    from slotwatch.service import Service, tune_allocator
 
     settings, targets = _load(args)
+    tune_allocator()
     # Only the daemon is sharded: a one-shot verb answers for whichever target it is asked about.
     Service(settings, share(targets, settings.shard_of_targets())).run()
     return 0
