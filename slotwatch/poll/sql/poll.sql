@@ -65,7 +65,7 @@ LEFT JOIN (
            r.application_name AS sender_application_name,
            r.state AS sender_state,
            pg_catalog.pg_wal_lsn_diff(r.sent_lsn, '0/0')::bigint AS sent_lsn,
-           slots.database = ANY (server.busy_databases) AS consumer_busy,
+           coalesce(slots.database = ANY (server.busy_databases), false) AS consumer_busy,
            /*pg14 else NULL::bigint*/st.spill_bytes/*end*/ AS spill_bytes,
            /*pg14 else NULL::bigint*/st.stream_bytes/*end*/ AS stream_bytes,
            /*pg14 else NULL::bigint*/st.total_bytes/*end*/ AS total_bytes
