@@ -239,7 +239,8 @@ def read_poll(
     """Turn the poll statement's rows, by column name, into plain data (pure).
 
     The server's figures come from the first row that has them (`version_num` not NULL), the
-    slots from the rows whose `name` is not NULL. Slots matching the pattern become SlotRows,
+    slots from the rows whose `name` is not NULL: the statement sends the figures once, in a row
+    of their own, while hand-made rows may carry both. Slots matching the pattern become SlotRows,
     the others in scope (the target's database, or every database) OtherSlotRows; the oldest
     restart_lsn is taken over every slot of the server, in scope or not, because that is what
     pins pg_wal.
