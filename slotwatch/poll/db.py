@@ -361,9 +361,10 @@ def fetch_rows(
     }
     with conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(statement, params)
-        if cur.description is None:  # pragma: no cover - the statement is a SELECT
+        description = cur.description  # built anew at each look
+        if description is None:  # pragma: no cover - the statement is a SELECT
             raise SlotwatchError("the poll statement returned no rows")
-        columns = tuple(column.name for column in cur.description)
+        columns = tuple(column.name for column in description)
         rows = cur.fetchall()
     if not rows:  # pragma: no cover - the statement always returns at least one row
         raise SlotwatchError("the poll statement returned no row")
