@@ -65,7 +65,9 @@ def fetch(url: str, *, timeout: float, max_bytes: int, accept: str | None = None
     headers = _headers(target, accept)
     try:
         with httpcore.ConnectionPool(
-            ssl_context=_tls_context(),
+            # Redirects stay on the origin, so only an https:// URL ever needs TLS: the system's
+            # CA store (some 2 MiB once loaded) is not read for a plain http:// probe.
+            ssl_context=_tls_context() if target.scheme == "https" else None,
             max_connections=1,
             retries=0,
             network_backend=_DeadlineBackend(clock),
