@@ -1,6 +1,6 @@
 """Logging: structlog everywhere, JSON lines off a terminal, and a last-line redaction of secrets.
 
-Stdlib loggers (psycopg, apscheduler, httpx) are routed through the same processors, so every
+Stdlib loggers (psycopg, apscheduler, httpcore) are routed through the same processors, so every
 line has one shape and passes through the same redaction.
 """
 
@@ -96,7 +96,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     numeric = getattr(logging, level.upper(), logging.INFO)
     root.setLevel(numeric)
     # Chatty libraries stay at WARNING unless we debug.
-    for name in ("apscheduler", "httpx", "httpcore", "psycopg"):
+    for name in ("apscheduler", "httpcore", "psycopg"):
         logging.getLogger(name).setLevel(
             logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
         )

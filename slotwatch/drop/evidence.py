@@ -7,18 +7,18 @@ judged from one poll. Each way returns a plain `Reading` that says who judged th
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-import httpx
-
 from slotwatch.config.settings import Target, parse_listen
 from slotwatch.drop.guard import PROTECTED_STATES, SlotFacts
 from slotwatch.errors import SlotwatchError
 from slotwatch.model import PollResult, ServerRow, SlotRow, SlotState, SlotView
+from slotwatch.poll.fetch import fetch
 from slotwatch.poll.probe import Prober
 from slotwatch.report import slot_document
 from slotwatch.serve.store import Store
@@ -26,6 +26,9 @@ from slotwatch.units import format_bytes, format_duration
 from slotwatch.wiring import Recorder, target_views
 
 DAEMON_TIMEOUT = 1.5  # an operator in an incident must not wait on a daemon that hangs
+# /status is about 1.2 MB for a target of 1,000 slots: this is room for a fleet's, and a bound
+# on what an endpoint that is not slotwatch could make drop read.
+DAEMON_MAX_BYTES = 64 * 1024 * 1024
 # Older than this (two poll intervals at the default 15 s, plus slack), the daemon's view is stale.
 DAEMON_MAX_AGE = 60.0
 # An observation shorter than this can miss a healthy PowerSync's 10 s acknowledgement cycle.
@@ -93,12 +96,16 @@ def daemon_url(given: str | None, listen: str) -> str:
 
 
 def daemon_view(url: str, target: str) -> DaemonView | None:
-    """The daemon's fresh view of `target`, or None when no daemon answers, is down or stale."""
+    """The daemon's fresh view of `target`, or None when no daemon answers, is down or stale.
+
+    poll/fetch.py's GET: DAEMON_TIMEOUT over the whole answer, at most DAEMON_MAX_BYTES.
+    """
+    got = fetch(url, timeout=DAEMON_TIMEOUT, max_bytes=DAEMON_MAX_BYTES, accept="application/json")
+    if got.error is not None or got.status_code != 200:
+        return None
     try:
-        with httpx.Client(timeout=DAEMON_TIMEOUT, trust_env=False) as client:
-            response = client.get(url)
-        document = response.json() if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
+        document = json.loads(got.body)
+    except (ValueError, RecursionError):
         return None
     if not isinstance(document, dict):
         return None

@@ -22,8 +22,6 @@ import sys
 from dataclasses import replace
 from typing import TextIO
 
-import httpx
-
 from slotwatch.config.settings import Settings, Target
 from slotwatch.drop import evidence
 from slotwatch.drop import text as droptext
@@ -40,6 +38,7 @@ from slotwatch.drop.guard import (
 )
 from slotwatch.errors import Refused, UsageError
 from slotwatch.model import ServerRow, SlotRow
+from slotwatch.poll.fetch import parse_http_url
 from slotwatch.units import parse_duration
 
 # What PostgreSQL accepts as a replication slot name (NAMEDATALEN - 1 characters).
@@ -68,14 +67,12 @@ def check_arguments(args: argparse.Namespace) -> tuple[float, float]:
         raise UsageError("--reason must be one line of printable text (no control characters)")
     if args.daemon_url is not None:
         try:
-            url = httpx.URL(args.daemon_url)
-        except (httpx.InvalidURL, ValueError, TypeError):
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
+            parse_http_url(args.daemon_url)
+        except (ValueError, TypeError):
             raise UsageError(
                 f"--daemon-url {droptext.shown(args.daemon_url)} is not an http:// URL "
                 "(e.g. http://127.0.0.1:9847)"
-            )
+            ) from None
     return _duration(args.observe, "--observe"), _duration(args.deadline, "--deadline")
 
 

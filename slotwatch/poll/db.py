@@ -14,14 +14,16 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
+from operator import itemgetter
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import psycopg.conninfo
 import psycopg.errors
-from psycopg.rows import dict_row
+from psycopg.rows import tuple_row
 from pydantic import SecretStr
 
 from slotwatch.errors import (
@@ -205,82 +207,117 @@ def _missing_database(message: str) -> PollError:
     )
 
 
-def parse_poll(
-    rows: list[dict[str, Any]],
-) -> tuple[ServerRow, tuple[SlotRow, ...], tuple[OtherSlotRow, ...]]:
-    """Turn the poll statement's rows into plain data (pure).
+Counters = tuple[int | None, int | None, int | None]  # spill, stream, total bytes
+_UNREAD: Counters = (None, None, None)
+_COUNTERS = ("spill_bytes", "stream_bytes", "total_bytes")
+# The statement's columns carry the fields' own names: rows are built by position from these.
+_SLOT_FIELDS = tuple(f.name for f in fields(SlotRow))
+_OTHER_FIELDS = tuple(f.name for f in fields(OtherSlotRow))
+_SLOT_TYPE_AT = _SLOT_FIELDS.index("slot_type")
+# The counters are SlotRow's last fields (a unit test holds it): carrying them swaps the tail.
+_READ_AT = len(_SLOT_FIELDS) - len(_COUNTERS)
 
-    Every row carries the server's figures; a row whose `name` is NULL stands for a server with
-    no slot at all. Slots matching the pattern become SlotRows, the others in scope (the
-    target's database, or every database) OtherSlotRows; the oldest restart_lsn is taken over
-    every slot of the server, in scope or not, because that is what pins pg_wal.
+
+class ParsedPoll(NamedTuple):
+    """One poll's rows as plain data, and what the next poll needs to know of its counters."""
+
+    server: ServerRow
+    slots: tuple[SlotRow, ...]
+    others: tuple[OtherSlotRow, ...]
+    # Every matched slot's decoding counters, read this poll or carried from `last`: the
+    # `last` of the next poll.
+    counters: dict[str, Counters]
+    # A logical slot's counters were neither read nor known: the next poll should read them all.
+    unknown: bool
+
+
+def read_poll(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    last: Mapping[str, Counters] | None = None,
+) -> ParsedPoll:
+    """Turn the poll statement's rows, by column name, into plain data (pure).
+
+    The server's figures come from the first row that has them (`version_num` not NULL), the
+    slots from the rows whose `name` is not NULL: the statement sends the figures once, in a row
+    of their own, while hand-made rows may carry both. Slots matching the pattern become SlotRows,
+    the others in scope (the target's database, or every database) OtherSlotRows; the oldest
+    restart_lsn is taken over every slot of the server, in scope or not, because that is what
+    pins pg_wal.
+
+    A logical slot whose counters were not read this poll (all NULL) takes its values from
+    `last`, the `counters` of the previous poll.
     """
-    first = rows[0]
-    if first["in_recovery"]:
+    at = {column: i for i, column in enumerate(columns)}
+    version_at, name_at, lsn_at = at["version_num"], at["name"], at["restart_lsn"]
+    first = next((r for r in rows if r[version_at] is not None), None)
+    if first is None:
+        raise SlotwatchError("the poll statement returned no server row")
+    if first[at["in_recovery"]]:
         raise UnsupportedServer(
             "the server is a standby (in recovery): slotwatch watches the primary"
         )
-    present = sorted((r for r in rows if r["name"] is not None), key=lambda r: str(r["name"]))
-    holding = [r for r in present if r["restart_lsn"] is not None]
-    oldest = min(holding, key=lambda r: (r["restart_lsn"], r["name"])) if holding else None
+    present = sorted((r for r in rows if r[name_at] is not None), key=itemgetter(name_at))
+    holding = [r for r in present if r[lsn_at] is not None]
+    oldest = min(holding, key=itemgetter(lsn_at, name_at)) if holding else None
     server = ServerRow(
-        version_num=first["version_num"],
+        version_num=first[version_at],
         in_recovery=False,
-        current_lsn=first["current_lsn"],
-        max_slot_wal_keep_size=first["max_slot_wal_keep_size"],
-        wal_segment_size=first["wal_segment_size"],
-        wal_directory_bytes=first["wal_directory_bytes"],
-        wal_sender_timeout=first["wal_sender_timeout_ms"] / 1000.0,
-        server_epoch=first["server_epoch"],
-        system_identifier=_int(first["system_identifier"]),
-        oldest_restart_lsn=oldest["restart_lsn"] if oldest else None,
-        oldest_restart_slot=oldest["name"] if oldest else None,
+        current_lsn=first[at["current_lsn"]],
+        max_slot_wal_keep_size=first[at["max_slot_wal_keep_size"]],
+        wal_segment_size=first[at["wal_segment_size"]],
+        wal_directory_bytes=first[at["wal_directory_bytes"]],
+        wal_sender_timeout=first[at["wal_sender_timeout_ms"]] / 1000.0,
+        server_epoch=first[at["server_epoch"]],
+        system_identifier=_int(first[at["system_identifier"]]),
+        oldest_restart_lsn=oldest[lsn_at] if oldest else None,
+        oldest_restart_slot=oldest[name_at] if oldest else None,
     )
-    slots = tuple(
-        SlotRow(
-            name=s["name"],
-            plugin=s["plugin"],
-            slot_type=s["slot_type"],
-            database=s["database"],
-            temporary=s["temporary"],
-            active=s["active"],
-            active_pid=s["active_pid"],
-            restart_lsn=s["restart_lsn"],
-            confirmed_flush_lsn=s["confirmed_flush_lsn"],
-            wal_status=s["wal_status"],
-            safe_wal_size=s["safe_wal_size"],
-            catalog_xmin_age=s["catalog_xmin_age"],
-            server_inactive_seconds=s["server_inactive_seconds"],
-            invalidation_reason=s["invalidation_reason"],
-            synced=s["synced"],
-            failover=s["failover"],
-            sender_pid=s["sender_pid"],
-            sender_application_name=s["sender_application_name"],
-            sender_state=s["sender_state"],
-            sent_lsn=s["sent_lsn"],
-            consumer_busy=bool(s["consumer_busy"]),
-            spill_bytes=s["spill_bytes"],
-            stream_bytes=s["stream_bytes"],
-            total_bytes=s["total_bytes"],
-        )
-        for s in present
-        if s["matched"] and s["in_scope"]
-    )
-    others = tuple(
-        OtherSlotRow(
-            name=s["name"],
-            slot_type=s["slot_type"],
-            plugin=s["plugin"],
-            database=s["database"],
-            active=s["active"],
-            restart_lsn=s["restart_lsn"],
-            wal_status=s["wal_status"],
-            server_inactive_seconds=s["server_inactive_seconds"],
-        )
-        for s in present
-        if not s["matched"] and s["in_scope"]
-    )
-    return server, slots, others
+    slot_values = itemgetter(*(at[f] for f in _SLOT_FIELDS))
+    other_values = itemgetter(*(at[f] for f in _OTHER_FIELDS))
+    matched_at, in_scope_at = at["matched"], at["in_scope"]
+    known = last or {}
+    counters: dict[str, Counters] = {}
+    unknown = False
+    slots: list[SlotRow] = []
+    others: list[OtherSlotRow] = []
+    for row in present:
+        if not row[in_scope_at]:
+            continue
+        if not row[matched_at]:
+            others.append(OtherSlotRow(*other_values(row)))
+            continue
+        values = slot_values(row)
+        name = values[0]
+        read = values[_READ_AT:]
+        now = _carried(read, values[_SLOT_TYPE_AT], known.get(name))
+        if now is None:
+            unknown = True
+        else:
+            counters[name] = now
+            if now is not read:
+                values = values[:_READ_AT] + now
+        slots.append(SlotRow(*values))
+    return ParsedPoll(server, tuple(slots), tuple(others), counters, unknown)
+
+
+def _carried(read: Counters, slot_type: str, known: Counters | None) -> Counters | None:
+    """A slot's counters this poll: those read, else the last known ones; None if neither.
+
+    Only a logical slot has counters: a physical one's NULLs are its reading.
+    """
+    if read != _UNREAD or slot_type != "logical":
+        return read
+    return known
+
+
+def parse_poll(
+    rows: Sequence[Mapping[str, Any]],
+) -> tuple[ServerRow, tuple[SlotRow, ...], tuple[OtherSlotRow, ...]]:
+    """`read_poll` over rows given as mappings of column name to value (pure)."""
+    columns = tuple(rows[0])
+    parsed = read_poll(columns, [tuple(r[c] for c in columns) for r in rows])
+    return parsed.server, parsed.slots, parsed.others
 
 
 def _int(value: Any) -> int | None:
@@ -302,6 +339,38 @@ def session_poll_statement(conn: psycopg.Connection[Any]) -> str:
     return poll_statement(conn.info.server_version, list_waldir=can_list_waldir(conn))
 
 
+def fetch_rows(
+    conn: psycopg.Connection[Any],
+    statement: str,
+    slot_pattern: str,
+    consumer_app: str,
+    slot_database: str | None = None,
+    *,
+    all_counters: bool = True,
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Run the session's poll statement: one round trip; its column names and plain rows.
+
+    Without `all_counters` only active slots' decoding counters are read (see poll.sql); the
+    others come back as None, for `read_poll` to fill with their last known values.
+    """
+    params = {
+        "slot_like": like_pattern(slot_pattern),
+        "consumer_like": like_pattern(consumer_app),
+        "slot_database": slot_database,
+        "all_counters": all_counters,
+    }
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(statement, params)
+        description = cur.description  # built anew at each look
+        if description is None:  # pragma: no cover - the statement is a SELECT
+            raise SlotwatchError("the poll statement returned no rows")
+        columns = tuple(column.name for column in description)
+        rows = cur.fetchall()
+    if not rows:  # pragma: no cover - the statement always returns at least one row
+        raise SlotwatchError("the poll statement returned no row")
+    return columns, rows
+
+
 def fetch_poll(
     conn: psycopg.Connection[Any],
     statement: str,
@@ -311,22 +380,12 @@ def fetch_poll(
     *,
     all_counters: bool = True,
 ) -> tuple[ServerRow, tuple[SlotRow, ...], tuple[OtherSlotRow, ...]]:
-    """Run the session's poll statement: one round trip, one row per slot of the server.
-
-    Without `all_counters` only active slots' decoding counters are read (see poll.sql); the
-    others come back as None, for the caller to fill with their last known values.
-    """
-    params = {
-        "slot_like": like_pattern(slot_pattern),
-        "consumer_like": like_pattern(consumer_app),
-        "slot_database": slot_database,
-        "all_counters": all_counters,
-    }
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(statement, params).fetchall()
-    if not rows:  # pragma: no cover - the statement always returns at least one row
-        raise SlotwatchError("the poll statement returned no row")
-    return parse_poll(rows)
+    """One poll, parsed, with no counters carried from an earlier one."""
+    columns, rows = fetch_rows(
+        conn, statement, slot_pattern, consumer_app, slot_database, all_counters=all_counters
+    )
+    parsed = read_poll(columns, rows)
+    return parsed.server, parsed.slots, parsed.others
 
 
 def fetch(
@@ -389,28 +448,31 @@ ALL_COUNTERS_EVERY = 20
 
 
 def carry_counters(
-    slots: tuple[SlotRow, ...], last: dict[str, tuple[int | None, int | None, int | None]]
+    slots: tuple[SlotRow, ...], last: dict[str, Counters]
 ) -> tuple[tuple[SlotRow, ...], bool]:
-    """Fill the counters not read this poll with their last values; remember the new ones.
+    """What `read_poll` does with `last`, for rows already built: fill the counters not read
+    this poll with their last values, and leave in `last` the ones known now.
 
     Also says whether a slot's counters were unknown (a new inactive slot): the next poll
     then reads them all.
     """
     carried = []
+    now_known: dict[str, Counters] = {}
     unknown = False
     for row in slots:
         read = (row.spill_bytes, row.stream_bytes, row.total_bytes)
-        if read != (None, None, None) or row.slot_type != "logical":
-            last[row.name] = read
-            carried.append(row)
-        elif row.name in last:
-            spill, stream, total = last[row.name]
-            carried.append(replace(row, spill_bytes=spill, stream_bytes=stream, total_bytes=total))
-        else:
+        now = _carried(read, row.slot_type, last.get(row.name))
+        if now is None:
             unknown = True
+        else:
+            now_known[row.name] = now
+        if now is None or now is read:
             carried.append(row)
-    for gone in set(last) - {row.name for row in slots}:
-        del last[gone]
+        else:
+            spill, stream, total = now
+            carried.append(replace(row, spill_bytes=spill, stream_bytes=stream, total_bytes=total))
+    last.clear()
+    last.update(now_known)
     return tuple(carried), unknown
 
 
@@ -437,7 +499,7 @@ class TargetConnection:
         self._statement_timeout = statement_timeout
         self._conn: psycopg.Connection[Any] | None = None
         self._statement: str | None = None  # chosen once per connection
-        self._counters: dict[str, tuple[int | None, int | None, int | None]] = {}
+        self._counters: dict[str, Counters] = {}
         self._polls = 0  # on this connection
         self._read_all_counters = True
 
@@ -462,7 +524,7 @@ class TargetConnection:
                     self._statement = session_poll_statement(self._conn)
                     self._polls = 0
                     self._read_all_counters = True
-                server, slots, others = fetch_poll(
+                columns, rows = fetch_rows(
                     self._conn,
                     self._statement,
                     self._slot_pattern,
@@ -470,8 +532,10 @@ class TargetConnection:
                     self._slot_database,
                     all_counters=self._read_all_counters,
                 )
+                server, slots, others, self._counters, unknown = read_poll(
+                    columns, rows, self._counters
+                )
                 self._polls += 1
-                slots, unknown = carry_counters(slots, self._counters)
                 # PostgreSQL 13 has no counters: asking for them all changes nothing there.
                 self._read_all_counters = unknown or self._polls % ALL_COUNTERS_EVERY == 0
         except (psycopg.Error, UnsupportedServer) as exc:

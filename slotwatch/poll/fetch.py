@@ -4,7 +4,8 @@
 - One overall deadline covers DNS-free connect, TLS, writing the request, every header byte,
   every redirect and the whole body: each socket operation is given only the time left, so a
   server dripping its headers a byte a second fails at the deadline like one that says nothing.
-  (httpx's timeouts are per read, which a drip never trips; hence httpcore with a clock below.)
+  (httpx's timeouts are per read, which a drip never trips; hence httpcore with a clock below,
+  and URLs parsed here with the standard library, as httpx would have them.)
 - `Accept-Encoding: identity`, and a reply with any other Content-Encoding is refused unread:
   nothing is ever decompressed, so a gzip (or gzip-of-gzip) bomb costs its compressed size.
 - The body is read raw and capped at `max_bytes`, whatever Content-Length claims.
@@ -17,18 +18,118 @@ from __future__ import annotations
 
 import base64
 import functools
+import ipaddress
+import re
 import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpcore
-import httpx
 
 from slotwatch import __version__
 
 MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_URL_LENGTH = 65536
+# What stays unescaped in a path and a query besides letters, digits and -._~ (WHATWG's
+# percent-encode sets, as httpx uses them): existing %XX escapes are kept as they are.
+_QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"#<>')
+_PATH_SAFE = "".join(c for c in _QUERY_SAFE if c not in "?`{}")
+_HOST_SAFE = "!$&'()*+,;=" + '"`{}%|\\'
+_IPV4_LIKE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpUrl:
+    """An http:// or https:// URL, parsed and normalised: what a GET of it asks for, of whom."""
+
+    scheme: str  # "http" or "https"
+    host: str  # lower case, IDNA-encoded; an IPv6 address without its brackets
+    port: int  # the scheme's default when the URL names none
+    target: str  # path and query, percent-encoded ASCII: the request line's target
+    username: str  # percent-decoded; "" when the URL has no userinfo
+    password: str
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return self.scheme, self.host, self.port
+
+    def __str__(self) -> str:
+        """The URL without userinfo or fragment (the port only when it is not the default)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = "" if self.port == _DEFAULT_PORTS[self.scheme] else f":{self.port}"
+        return f"{self.scheme}://{host}{port}{self.target}"
+
+    def join(self, reference: str) -> HttpUrl:
+        """The URL a Location header points to, relative to this one; raises ValueError."""
+        _check_characters(reference)
+        return parse_http_url(urljoin(str(self), reference))
+
+
+class NotHttp(ValueError):
+    """A well-formed URL, but not an absolute http:// or https:// one."""
+
+
+def parse_http_url(text: str) -> HttpUrl:
+    """Parse an absolute http:// or https:// URL; raises NotHttp for another kind of URL and
+    ValueError for what is no URL at all."""
+    _check_characters(text)
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise NotHttp(text)
+    host = _host(parts.hostname)
+    port = parts.port  # ValueError when not a number from 0 to 65535
+    path = _without_dot_segments(parts.path) or "/"
+    target = quote(path, safe=_PATH_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=_QUERY_SAFE)
+    return HttpUrl(
+        scheme,
+        host,
+        _DEFAULT_PORTS[scheme] if port is None else port,
+        target,
+        unquote(parts.username or ""),
+        unquote(parts.password or ""),
+    )
+
+
+def _check_characters(text: str) -> None:
+    # urlsplit silently drops tabs and newlines: a URL carrying any control character is refused.
+    if len(text) > MAX_URL_LENGTH:
+        raise ValueError("URL too long")
+    if any(c.isascii() and not c.isprintable() for c in text):
+        raise ValueError("control character in URL")
+
+
+def _host(host: str) -> str:
+    if ":" in host:  # urlsplit took it from between brackets
+        ipaddress.IPv6Address(host)  # AddressValueError is a ValueError
+        return host
+    if _IPV4_LIKE.fullmatch(host):
+        ipaddress.IPv4Address(host)
+        return host
+    if host.isascii():
+        return quote(host, safe=_HOST_SAFE)
+    return host.encode("idna").decode("ascii")  # UnicodeError is a ValueError
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4: "/a/./b/../c" is "/a/c"."""
+    segments = path.split("/")
+    if "." not in segments and ".." not in segments:
+        return path
+    kept: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if kept and kept != [""]:
+                kept.pop()
+        elif segment != ".":
+            kept.append(segment)
+    return "/".join(kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,24 +157,24 @@ def fetch(url: str, *, timeout: float, max_bytes: int, accept: str | None = None
         return Fetched(status, body, content_type, error, time.monotonic() - clock.started)
 
     try:
-        target = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError, TypeError):
-        return done("not a valid URL")
-    if target.scheme not in ("http", "https") or not target.host:
+        target = parse_http_url(url)
+    except NotHttp:
         return done("not an http:// or https:// URL")
-    origin = _origin(target)
+    except (ValueError, TypeError):
+        return done("not a valid URL")
     headers = _headers(target, accept)
     try:
         with httpcore.ConnectionPool(
-            ssl_context=_tls_context(),
+            # Redirects stay on the origin, so only an https:// URL ever needs TLS: the system's
+            # CA store (some 2 MiB once loaded) is not read for a plain http:// probe.
+            ssl_context=_tls_context() if target.scheme == "https" else None,
             max_connections=1,
             retries=0,
             network_backend=_DeadlineBackend(clock),
         ) as pool:
             for _ in range(MAX_REDIRECTS + 1):
                 status = None  # a hop that times out has no status, whatever the last one said
-                request_url = str(target.copy_with(username=None, password=None, fragment=None))
-                with pool.stream("GET", request_url, headers=headers) as response:
+                with pool.stream("GET", str(target), headers=headers) as response:
                     status = response.status
                     if status in _REDIRECTS:
                         location = _header(response.headers, b"location")
@@ -81,9 +182,11 @@ def fetch(url: str, *, timeout: float, max_bytes: int, accept: str | None = None
                             return done("redirect without a Location header")
                         try:
                             following = target.join(location)
-                        except (httpx.InvalidURL, ValueError):
+                        except NotHttp:  # mailto:, ftp://...: not this origin either
+                            return done("redirect to another host not followed")
+                        except ValueError:
                             return done("redirect to an invalid URL")
-                        if _origin(following) != origin:
+                        if following.origin != target.origin:
                             return done("redirect to another host not followed")
                         target = following
                         continue
@@ -118,12 +221,7 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    default = {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host, url.port or default
-
-
-def _headers(url: httpx.URL, accept: str | None) -> list[tuple[bytes, bytes]]:
+def _headers(url: HttpUrl, accept: str | None) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"User-Agent", f"slotwatch/{__version__}".encode()),
         (b"Accept-Encoding", b"identity"),

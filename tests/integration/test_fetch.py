@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from sandbox.liveness import LivenessServer
+from slotwatch.drop.evidence import DAEMON_TIMEOUT, daemon_view
 from slotwatch.poll.fetch import fetch
 
 TIMEOUT = 1.0
@@ -36,3 +38,16 @@ def test_fetch_of_an_invalid_url_is_an_error_not_an_exception() -> None:
         assert got.error is not None, url
         assert got.status_code is None
         assert url == "" or url not in got.error
+
+
+def test_drop_asks_the_daemon_with_the_same_bounded_get(
+    liveness_server: Callable[..., LivenessServer],
+) -> None:
+    """drop's question to a running daemon is no answer at all, and no wait past its deadline,
+    when what answers is not slotwatch's /status: an error, not JSON, silence, a drip, no end."""
+    for mode in ("fail", "garbage", "hang", "header_drip", "chunked", "ok"):
+        server = liveness_server(mode)
+        began = time.monotonic()
+        assert daemon_view(server.url, "default") is None, mode
+        assert time.monotonic() - began < DAEMON_TIMEOUT + 1.0, mode
+        server.release()

@@ -11,11 +11,11 @@ import pytest
 from metrics_fixture import GIB, MIB, SNAPSHOT
 
 from slotwatch.config.settings import load_settings
-from slotwatch.errors import ConfigError
+from slotwatch.errors import ConfigError, SlotwatchError, UnsupportedServer
 from slotwatch.judge.memory import Memory
 from slotwatch.judge.others import OWNER_NAMES, owner_guess, watch_others
-from slotwatch.model import OtherSlotRow, PollResult, ServerRow, Thresholds
-from slotwatch.poll.db import carry_counters, parse_poll
+from slotwatch.model import OtherSlotRow, PollResult, ServerRow, SlotRow, Thresholds
+from slotwatch.poll.db import carry_counters, parse_poll, read_poll
 from slotwatch.poll.queries import poll_statement
 from slotwatch.report import status_table
 from slotwatch.serve.metrics import FAMILIES
@@ -155,7 +155,7 @@ def test_memory_judges_other_slots_and_keeps_their_clocks_across_a_failed_poll()
 
 
 def row(name: str | None, **overrides: Any) -> dict[str, Any]:
-    """One row of the poll statement, as psycopg's dict_row returns it."""
+    """One row with the server's figures and a slot's, by column name (what parse_poll takes)."""
     values: dict[str, Any] = {
         "version_num": 180001,
         "in_recovery": False,
@@ -247,6 +247,120 @@ def test_counters_not_read_this_poll_keep_their_last_values() -> None:
     assert (carried[0].total_bytes, unknown) == (77, False)
     carry_counters((), last)
     assert last == {}
+
+
+SERVER_COLUMNS = (
+    "version_num",
+    "in_recovery",
+    "current_lsn",
+    "max_slot_wal_keep_size",
+    "wal_segment_size",
+    "wal_sender_timeout_ms",
+    "wal_directory_bytes",
+    "system_identifier",
+    "server_epoch",
+)
+
+
+def statement_rows(
+    rows: list[dict[str, Any]],
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """`rows` split, with their columns: one row of the server's figures (slot columns NULL) and
+    one per slot (server columns NULL), the server's row wherever it falls."""
+    columns = tuple(rows[0])
+    server_row = tuple(None if c not in SERVER_COLUMNS else rows[0][c] for c in columns)
+    slot_rows = [
+        tuple(None if c in SERVER_COLUMNS else r[c] for c in columns)
+        for r in rows
+        if r["name"] is not None
+    ]
+    return columns, [*slot_rows[:1], server_row, *slot_rows[1:]]
+
+
+SPLIT_ROWS = [
+    row("powersync_selfhost2_cd34", matched=True, active=True, total_bytes=5),
+    row("powersync_selfhost1_ab12", matched=True, spill_bytes=None, stream_bytes=None),
+    row("debezium", restart_lsn=HEAD - 9000),
+    row(
+        "standby_gone",
+        slot_type="physical",
+        plugin=None,
+        database=None,
+        in_scope=False,
+        restart_lsn=HEAD - 20_000,
+    ),
+    row("powersync_selfhost3_ef56", matched=True, in_scope=False),
+]
+
+
+def test_the_statements_rows_read_as_the_same_poll_as_rows_that_each_carry_the_server() -> None:
+    parsed = read_poll(*statement_rows(SPLIT_ROWS))
+    assert (parsed.server, parsed.slots, parsed.others) == parse_poll(SPLIT_ROWS)
+    # Sorted by name, whatever order the server sent them in.
+    names = [s.name for s in parsed.slots]
+    assert names == ["powersync_selfhost1_ab12", "powersync_selfhost2_cd34"]
+    assert parsed.server.oldest_restart_slot == "standby_gone"
+    server_only = read_poll(*statement_rows([row(None)]))
+    assert (server_only.slots, server_only.others, server_only.counters) == ((), (), {})
+    assert server_only.server == parse_poll([row(None)])[0]
+
+
+def test_a_poll_without_the_servers_row_or_from_a_standby_is_refused() -> None:
+    columns, rows = statement_rows(SPLIT_ROWS)
+    version_at = columns.index("version_num")
+    with pytest.raises(SlotwatchError, match="no server row"):
+        read_poll(columns, [r for r in rows if r[version_at] is None])
+    with pytest.raises(UnsupportedServer, match="standby"):
+        read_poll(*statement_rows([row(None, in_recovery=True)]))
+
+
+def unread(name: str, **overrides: Any) -> dict[str, Any]:
+    counters = {"spill_bytes": None, "stream_bytes": None, "total_bytes": None}
+    return row(name, matched=True, **counters, **overrides)
+
+
+def test_counters_not_read_this_poll_are_filled_from_the_last_polls_as_rows_are_built() -> None:
+    rows = [
+        row("powersync_selfhost1_ab12", matched=True, active=True, total_bytes=9),  # read
+        unread("powersync_selfhost2_cd34"),  # known from the last poll
+        unread("powersync_selfhost3_ef56"),  # new and not read: unknown
+        unread("powersync_selfhost4_phys", slot_type="physical", plugin=None, database=None),
+        unread("powersync_selfhost5_else", in_scope=False),  # out of scope: not kept
+    ]
+    last = {
+        "powersync_selfhost1_ab12": (1, 2, 3),
+        "powersync_selfhost2_cd34": (4, 5, 6),
+        "powersync_selfhost_gone": (7, 8, 9),
+    }
+    before = dict(last)
+    parsed = read_poll(*statement_rows(rows), last)
+    assert last == before  # pure: the caller keeps `counters` for the next poll
+    counters = {s.name: (s.spill_bytes, s.stream_bytes, s.total_bytes) for s in parsed.slots}
+    assert counters == {
+        "powersync_selfhost1_ab12": (0, 0, 9),
+        "powersync_selfhost2_cd34": (4, 5, 6),
+        "powersync_selfhost3_ef56": (None, None, None),
+        "powersync_selfhost4_phys": (None, None, None),
+    }
+    assert parsed.counters == {
+        "powersync_selfhost1_ab12": (0, 0, 9),
+        "powersync_selfhost2_cd34": (4, 5, 6),
+        "powersync_selfhost4_phys": (None, None, None),  # a physical slot has none to read
+    }
+    assert parsed.unknown
+    # The same as building the rows first and carrying the counters after.
+    _, built, _ = parse_poll(rows)
+    assert carry_counters(built, last) == (parsed.slots, True)
+    assert last == parsed.counters
+    # Once every counter is known, nothing is left to ask for.
+    again = read_poll(*statement_rows(rows[:2] + rows[3:]), parsed.counters)
+    assert not again.unknown
+
+
+def test_the_decoding_counters_are_the_last_fields_of_a_slot_row() -> None:
+    """read_poll carries counters by swapping the tail of a row's values."""
+    names = list(SlotRow.__dataclass_fields__)
+    assert names[-3:] == ["spill_bytes", "stream_bytes", "total_bytes"]
 
 
 @pytest.mark.parametrize("version", [130010, 140010, 160004, 170002, 180001])

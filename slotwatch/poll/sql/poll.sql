@@ -1,10 +1,10 @@
 /* slotwatch: poll */
 -- One statement for PostgreSQL 13 to 18: queries.py keeps each marked fragment (a NAME-else-ALT
 -- comment, the text, an end comment) or replaces it with ALT, for the session's server version
--- and privileges (the only place that looks at either). One row per slot of the server (every
--- slot: the disk does not care which one holds the WAL), each carrying the server's figures;
--- one row of NULL slot columns when the server has none. Plain rows, not server-built JSON: json_agg over 1,000 slots
--- cost the server more than the rest of the statement.
+-- and privileges (the only place that looks at either). One row of the server's figures, its
+-- slot columns NULL, and one row per slot of the server (every slot: the disk does not care
+-- which one holds the WAL), its server columns NULL. Plain rows, not server-built JSON: json_agg
+-- over 1,000 slots cost the server more than the rest of the statement.
 WITH server AS (
     SELECT pg_catalog.current_setting('server_version_num')::int AS version_num,
            pg_catalog.pg_is_in_recovery() AS in_recovery,
@@ -58,14 +58,16 @@ WITH server AS (
 SELECT server.version_num, server.in_recovery, server.current_lsn,
        server.max_slot_wal_keep_size, server.wal_segment_size, server.wal_sender_timeout_ms,
        server.wal_directory_bytes, server.system_identifier, server.server_epoch, x.*
-FROM server
-LEFT JOIN (
+-- FULL JOIN ON false: every row of each side, none paired. The server's figures travel once,
+-- not on each of 1,000 slot rows for the server to print and the client to read. The slots come
+-- first: a merge join keeps a copy of its second side, better one row than 1,000.
+FROM (
     SELECT slots.*,
            r.pid AS sender_pid,
            r.application_name AS sender_application_name,
            r.state AS sender_state,
            pg_catalog.pg_wal_lsn_diff(r.sent_lsn, '0/0')::bigint AS sent_lsn,
-           slots.database = ANY (server.busy_databases) AS consumer_busy,
+           coalesce(slots.database = ANY (server.busy_databases), false) AS consumer_busy,
            /*pg14 else NULL::bigint*/st.spill_bytes/*end*/ AS spill_bytes,
            /*pg14 else NULL::bigint*/st.stream_bytes/*end*/ AS stream_bytes,
            /*pg14 else NULL::bigint*/st.total_bytes/*end*/ AS total_bytes
@@ -84,4 +86,5 @@ LEFT JOIN (
           AND (slots.active OR %(all_counters)s::boolean)
         OFFSET 0
     ) st ON true/*end*/
-) x ON true
+) x
+FULL JOIN server ON false
