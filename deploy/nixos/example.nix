@@ -23,7 +23,6 @@ let
       psycopg
       prometheus-client
       apscheduler
-      httpx
       httpcore
       structlog
       pydantic
