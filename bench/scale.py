@@ -374,12 +374,6 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
                         f"poll saw {len(first.slots)} slots, not {count}: {first.error}"
                     )
                 render = render_cost(recorder)
-                cluster.execute("SELECT pg_stat_statements_reset()")
-                full: list[float] = []
-                bare: list[float] = []
-                conn = target._conn  # the floor runs on the poll's own connection
-                assert conn is not None
-
                 clock = [time.time() - DEFAULT_INTERVAL * (STEADY_POLLS + size.polls)]
 
                 def full_poll() -> None:
@@ -388,8 +382,13 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
                     recorder.record_poll(replace(result, started_at=clock[0]))
                     render()
 
-                for _ in range(STEADY_POLLS):  # fill the forecast window, untimed
+                for _ in range(STEADY_POLLS):  # fill the forecast window, untimed, uncounted
                     full_poll()
+                cluster.execute("SELECT pg_stat_statements_reset()")
+                full: list[float] = []
+                bare: list[float] = []
+                conn = target._conn  # the floor runs on the poll's own connection
+                assert conn is not None
 
                 def bare_query() -> None:
                     conn.execute(BARE).fetchall()
