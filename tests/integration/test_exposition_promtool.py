@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from metrics_fixture import SNAPSHOT, many_slots
 
-from slotwatch.serve.exposition import Exposition, render
+from slotwatch.serve.exposition import Exposition
+from slotwatch.serve.render import render
 from slotwatch.serve.store import Snapshot
 
 PROMTOOL = Path("/usr/bin/promtool")

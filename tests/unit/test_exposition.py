@@ -25,7 +25,8 @@ from prometheus_client.utils import floatToGoString
 from sandbox.waiting import wait_until
 from slotwatch.model import INF, WAL_STATUSES, SlotState, SlotView
 from slotwatch.serve.collector import SlotwatchCollector
-from slotwatch.serve.exposition import Exposition, Renderer, accepts_gzip, number_line, render
+from slotwatch.serve.exposition import Exposition, accepts_gzip
+from slotwatch.serve.render import Renderer, number_line, render
 from slotwatch.serve.store import Snapshot
 
 NAN = float("nan")
