@@ -41,6 +41,7 @@ from slotwatch import __version__
 from slotwatch.judge.classify import classify, observe
 from slotwatch.model import PollResult, ServerRow, SlotRow, SlotTrack, Thresholds
 from slotwatch.poll import db
+from slotwatch.poll.rows import parse_poll
 from slotwatch.serve.collector import SlotwatchCollector, build_registry
 from slotwatch.serve.store import TargetView
 from slotwatch.wiring import Recorder
@@ -596,7 +597,7 @@ def bench_cpu(size: Size) -> list[Figure]:
 
     def parse_all() -> None:
         for rows in documents:
-            db.parse_poll(rows)
+            parse_poll(rows)
 
     def fold_all() -> None:
         store = new_store()

@@ -188,4 +188,3 @@ class SlotwatchProcess:
 
 # Makes a running daemon from its environment; see the `slotwatch` fixture in conftest.py.
 SlotwatchFactory = Callable[..., SlotwatchProcess]
-

@@ -1,4 +1,6 @@
-"""Talking to the source database: connect with timeouts, run the one poll statement, parse it.
+"""Talking to the source database: connect with timeouts, run the one poll statement.
+
+Its rows become plain data in `poll.rows`.
 
 A `TargetConnection` keeps one connection per target open between polls (a TLS handshake to
 Supabase every fifteen seconds would cost more than the poll) and reconnects after any failure.
@@ -14,11 +16,8 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
-from dataclasses import fields, replace
-from operator import itemgetter
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 import psycopg.conninfo
@@ -37,6 +36,7 @@ from slotwatch.logs import REDACTOR
 from slotwatch.model import OtherSlotRow, PollError, PollResult, ServerRow, SlotRow
 from slotwatch.patterns import like_pattern
 from slotwatch.poll.queries import can_list_waldir_statement, poll_statement
+from slotwatch.poll.rows import Counters, read_poll
 
 APPLICATION_NAME = "slotwatch"
 
@@ -207,123 +207,6 @@ def _missing_database(message: str) -> PollError:
     )
 
 
-Counters = tuple[int | None, int | None, int | None]  # spill, stream, total bytes
-_UNREAD: Counters = (None, None, None)
-_COUNTERS = ("spill_bytes", "stream_bytes", "total_bytes")
-# The statement's columns carry the fields' own names: rows are built by position from these.
-_SLOT_FIELDS = tuple(f.name for f in fields(SlotRow))
-_OTHER_FIELDS = tuple(f.name for f in fields(OtherSlotRow))
-_SLOT_TYPE_AT = _SLOT_FIELDS.index("slot_type")
-# The counters are SlotRow's last fields (a unit test holds it): carrying them swaps the tail.
-_READ_AT = len(_SLOT_FIELDS) - len(_COUNTERS)
-
-
-class ParsedPoll(NamedTuple):
-    """One poll's rows as plain data, and what the next poll needs to know of its counters."""
-
-    server: ServerRow
-    slots: tuple[SlotRow, ...]
-    others: tuple[OtherSlotRow, ...]
-    # Every matched slot's decoding counters, read this poll or carried from `last`: the
-    # `last` of the next poll.
-    counters: dict[str, Counters]
-    # A logical slot's counters were neither read nor known: the next poll should read them all.
-    unknown: bool
-
-
-def read_poll(
-    columns: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    last: Mapping[str, Counters] | None = None,
-) -> ParsedPoll:
-    """Turn the poll statement's rows, by column name, into plain data (pure).
-
-    The server's figures come from the first row that has them (`version_num` not NULL), the
-    slots from the rows whose `name` is not NULL: the statement sends the figures once, in a row
-    of their own, while hand-made rows may carry both. Slots matching the pattern become SlotRows,
-    the others in scope (the target's database, or every database) OtherSlotRows; the oldest
-    restart_lsn is taken over every slot of the server, in scope or not, because that is what
-    pins pg_wal.
-
-    A logical slot whose counters were not read this poll (all NULL) takes its values from
-    `last`, the `counters` of the previous poll.
-    """
-    at = {column: i for i, column in enumerate(columns)}
-    version_at, name_at, lsn_at = at["version_num"], at["name"], at["restart_lsn"]
-    first = next((r for r in rows if r[version_at] is not None), None)
-    if first is None:
-        raise SlotwatchError("the poll statement returned no server row")
-    if first[at["in_recovery"]]:
-        raise UnsupportedServer(
-            "the server is a standby (in recovery): slotwatch watches the primary"
-        )
-    present = sorted((r for r in rows if r[name_at] is not None), key=itemgetter(name_at))
-    holding = [r for r in present if r[lsn_at] is not None]
-    oldest = min(holding, key=itemgetter(lsn_at, name_at)) if holding else None
-    server = ServerRow(
-        version_num=first[version_at],
-        in_recovery=False,
-        current_lsn=first[at["current_lsn"]],
-        max_slot_wal_keep_size=first[at["max_slot_wal_keep_size"]],
-        wal_segment_size=first[at["wal_segment_size"]],
-        wal_directory_bytes=first[at["wal_directory_bytes"]],
-        wal_sender_timeout=first[at["wal_sender_timeout_ms"]] / 1000.0,
-        server_epoch=first[at["server_epoch"]],
-        system_identifier=_int(first[at["system_identifier"]]),
-        oldest_restart_lsn=oldest[lsn_at] if oldest else None,
-        oldest_restart_slot=oldest[name_at] if oldest else None,
-    )
-    slot_values = itemgetter(*(at[f] for f in _SLOT_FIELDS))
-    other_values = itemgetter(*(at[f] for f in _OTHER_FIELDS))
-    matched_at, in_scope_at = at["matched"], at["in_scope"]
-    known = last or {}
-    counters: dict[str, Counters] = {}
-    unknown = False
-    slots: list[SlotRow] = []
-    others: list[OtherSlotRow] = []
-    for row in present:
-        if not row[in_scope_at]:
-            continue
-        if not row[matched_at]:
-            others.append(OtherSlotRow(*other_values(row)))
-            continue
-        values = slot_values(row)
-        name = values[0]
-        read = values[_READ_AT:]
-        now = _carried(read, values[_SLOT_TYPE_AT], known.get(name))
-        if now is None:
-            unknown = True
-        else:
-            counters[name] = now
-            if now is not read:
-                values = values[:_READ_AT] + now
-        slots.append(SlotRow(*values))
-    return ParsedPoll(server, tuple(slots), tuple(others), counters, unknown)
-
-
-def _carried(read: Counters, slot_type: str, known: Counters | None) -> Counters | None:
-    """A slot's counters this poll: those read, else the last known ones; None if neither.
-
-    Only a logical slot has counters: a physical one's NULLs are its reading.
-    """
-    if read != _UNREAD or slot_type != "logical":
-        return read
-    return known
-
-
-def parse_poll(
-    rows: Sequence[Mapping[str, Any]],
-) -> tuple[ServerRow, tuple[SlotRow, ...], tuple[OtherSlotRow, ...]]:
-    """`read_poll` over rows given as mappings of column name to value (pure)."""
-    columns = tuple(rows[0])
-    parsed = read_poll(columns, [tuple(r[c] for c in columns) for r in rows])
-    return parsed.server, parsed.slots, parsed.others
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
 def can_list_waldir(conn: psycopg.Connection[Any]) -> bool:
     """Whether this session may run pg_ls_waldir()."""
     row = conn.execute(can_list_waldir_statement()).fetchone()
@@ -445,35 +328,6 @@ class AnswerDeadline:
 # Every this many polls (and on each new connection) the decoding counters of inactive slots are
 # read too: decoding by SQL (pg_logical_slot_get_changes) between two polls moves them unseen.
 ALL_COUNTERS_EVERY = 20
-
-
-def carry_counters(
-    slots: tuple[SlotRow, ...], last: dict[str, Counters]
-) -> tuple[tuple[SlotRow, ...], bool]:
-    """What `read_poll` does with `last`, for rows already built: fill the counters not read
-    this poll with their last values, and leave in `last` the ones known now.
-
-    Also says whether a slot's counters were unknown (a new inactive slot): the next poll
-    then reads them all.
-    """
-    carried = []
-    now_known: dict[str, Counters] = {}
-    unknown = False
-    for row in slots:
-        read = (row.spill_bytes, row.stream_bytes, row.total_bytes)
-        now = _carried(read, row.slot_type, last.get(row.name))
-        if now is None:
-            unknown = True
-        else:
-            now_known[row.name] = now
-        if now is None or now is read:
-            carried.append(row)
-        else:
-            spill, stream, total = now
-            carried.append(replace(row, spill_bytes=spill, stream_bytes=stream, total_bytes=total))
-    last.clear()
-    last.update(now_known)
-    return tuple(carried), unknown
 
 
 class TargetConnection:

@@ -320,8 +320,9 @@ def test_negotiation_gzip_the_landing_page_and_a_budget_ratio_of_at_most_one(
     try:
         with SlotwatchProcess(_settings(budget_cluster), tmp_path / "slotwatch.log") as daemon:
             m = wait_until(
-                lambda: (m := daemon.metrics()).value("slotwatch_slot_active", slot=slot) == 0
-                and m,
+                lambda: (
+                    (m := daemon.metrics()).value("slotwatch_slot_active", slot=slot) == 0 and m
+                ),
                 10,
                 message="the slot in a scrape",
             )

@@ -87,7 +87,12 @@ def test_a_healthy_slot_reads_as_the_fixture_wrote_it(samples: list[Sample]) -> 
     assert _value(samples, "slotwatch_slot_decoded_bytes_total", **slot) == 123_456_789
     states = {lbl["state"]: v for lbl, v in _find(samples, "slotwatch_slot_state", **slot)}
     assert states == {
-        "lost": 0, "at_risk": 0, "snapshotting": 0, "inactive": 0, "wedged": 0, "lagging": 0,
+        "lost": 0,
+        "at_risk": 0,
+        "snapshotting": 0,
+        "inactive": 0,
+        "wedged": 0,
+        "lagging": 0,
         "healthy": 1,
     }
     statuses = {
@@ -130,9 +135,7 @@ def test_the_budget_ratio_stays_within_zero_and_one(samples: list[Sample]) -> No
     overfull = next(v for v in SLOTS if v.row.name == OVERFULL)
     assert overfull.row.safe_wal_size is not None
     assert overfull.row.safe_wal_size > KEEP
-    ratios = {
-        lbl["slot"]: v for lbl, v in _find(samples, "slotwatch_slot_wal_budget_ratio")
-    }
+    ratios = {lbl["slot"]: v for lbl, v in _find(samples, "slotwatch_slot_wal_budget_ratio")}
     assert ratios == {HEALTHY: 0.5, OVERFULL: 1.0, AT_RISK: 0.0}
     assert _value(samples, "slotwatch_slot_safe_wal_size_bytes", slot=OVERFULL) == (
         4 * GIB + 14 * 1024 * 1024

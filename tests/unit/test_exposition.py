@@ -198,8 +198,24 @@ def test_a_burst_shares_its_process_lines_and_later_scrapes_read_them_again() ->
 
 # Figures a slot may show: repeated ones (kept texts), zeros of both signs (one dict key, two
 # texts), ints beyond a float's exact range, and the non-finite ones.
-FIGURES = (0, 1, 0.0, -0.0, 4096, 999_999, 1_000_000, 5 * 2**30, 2**53 + 1, 0.5, 1234567.5,
-           -64.25, 1e16, INF, -INF, NAN)
+FIGURES = (
+    0,
+    1,
+    0.0,
+    -0.0,
+    4096,
+    999_999,
+    1_000_000,
+    5 * 2**30,
+    2**53 + 1,
+    0.5,
+    1234567.5,
+    -64.25,
+    1e16,
+    INF,
+    -INF,
+    NAN,
+)
 NAMES = ("powersync_a", "powersync_a_", "powersync_b", 'we"ird\\sl\not', "p%sercent", "slót_ü")
 WAL = (*WAL_STATUSES, None, "unknown_status")
 

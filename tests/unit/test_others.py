@@ -15,8 +15,8 @@ from slotwatch.errors import ConfigError, SlotwatchError, UnsupportedServer
 from slotwatch.judge.memory import Memory
 from slotwatch.judge.others import OWNER_NAMES, owner_guess, watch_others
 from slotwatch.model import OtherSlotRow, PollResult, ServerRow, SlotRow, Thresholds
-from slotwatch.poll.db import carry_counters, parse_poll, read_poll
 from slotwatch.poll.queries import poll_statement
+from slotwatch.poll.rows import parse_poll, read_poll
 from slotwatch.report import status_table
 from slotwatch.serve.metrics import FAMILIES
 from slotwatch.serve.store import Snapshot, TargetView
@@ -227,26 +227,21 @@ def test_a_server_without_slots_is_one_row_of_nulls() -> None:
 
 
 def test_counters_not_read_this_poll_keep_their_last_values() -> None:
-    _, (read,), _ = parse_poll([row("powersync_selfhost1_ab12", matched=True, total_bytes=77)])
-    _, (unread,), _ = parse_poll(
-        [
-            row(
-                "powersync_selfhost1_ab12",
-                matched=True,
-                spill_bytes=None,
-                stream_bytes=None,
-                total_bytes=None,
-            )
-        ]
+    read = row("powersync_selfhost1_ab12", matched=True, total_bytes=77)
+    unread = row(
+        "powersync_selfhost1_ab12",
+        matched=True,
+        spill_bytes=None,
+        stream_bytes=None,
+        total_bytes=None,
     )
-    last: dict[str, tuple[int | None, int | None, int | None]] = {}
-    assert carry_counters((unread,), last) == ((unread,), True)  # never read: ask for all
-    carried, unknown = carry_counters((read,), last)
-    assert (carried[0].total_bytes, unknown) == (77, False)
-    carried, unknown = carry_counters((unread,), last)
-    assert (carried[0].total_bytes, unknown) == (77, False)
-    carry_counters((), last)
-    assert last == {}
+    first = read_poll(*statement_rows([unread]))
+    assert (first.slots[0].total_bytes, first.unknown) == (None, True)  # never read: ask for all
+    second = read_poll(*statement_rows([read]), first.counters)
+    assert (second.slots[0].total_bytes, second.unknown) == (77, False)
+    third = read_poll(*statement_rows([unread]), second.counters)
+    assert (third.slots[0].total_bytes, third.unknown) == (77, False)
+    assert read_poll(*statement_rows([row(None)]), third.counters).counters == {}
 
 
 SERVER_COLUMNS = (
@@ -348,10 +343,6 @@ def test_counters_not_read_this_poll_are_filled_from_the_last_polls_as_rows_are_
         "powersync_selfhost4_phys": (None, None, None),  # a physical slot has none to read
     }
     assert parsed.unknown
-    # The same as building the rows first and carrying the counters after.
-    _, built, _ = parse_poll(rows)
-    assert carry_counters(built, last) == (parsed.slots, True)
-    assert last == parsed.counters
     # Once every counter is known, nothing is left to ask for.
     again = read_poll(*statement_rows(rows[:2] + rows[3:]), parsed.counters)
     assert not again.unknown
