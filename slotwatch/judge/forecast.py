@@ -171,33 +171,17 @@ def remaining_budget(
 
 def window_samples(samples: Sequence[Sample], window: float, now: float) -> list[Sample]:
     """The samples taken within `window` before `now`, plus the newest older one as a baseline."""
-    if _in_order(samples):
-        # The usual case (a slot's track keeps its samples in time order): two bisections.
-        end = bisect.bisect_right(samples, now, key=_at)
-        start = bisect.bisect_left(samples, now - window, 0, end, key=_at)
-        if start == 0:
-            return list(samples[:end])
-        # The newest sample older than the window, the first of its ties.
-        older = bisect.bisect_left(samples, samples[start - 1].at, 0, start, key=_at)
-        return [samples[older], *samples[start:end]]
-    cutoff = now - window
-    recent: list[Sample] = []
-    baseline: Sample | None = None  # the newest sample older than the window (the first of ties)
-    for sample in samples:
-        if sample.at > now:
-            continue
-        if sample.at >= cutoff:
-            recent.append(sample)
-        elif baseline is None or sample.at > baseline.at:
-            baseline = sample
-    if baseline is not None:
-        recent.insert(0, baseline)
-    recent.sort(key=_at)
-    return recent
+    # One rule for samples and trends: `window_trend` over the samples' times, each carrying its
+    # own index in place of a value, picks them.
+    picked = window_trend(
+        Trend(tuple([s.at for s in samples]), array("d", range(len(samples)))), window, now
+    )
+    return [samples[int(i)] for i in picked.retained]
 
 
 def window_trend(trend: Trend, window: float, now: float) -> Trend:
-    """`window_samples` for a trend: the points within `window` before `now`, plus a baseline."""
+    """The points within `window` before `now`, plus the newest older one (the first of its
+    ties) as a baseline, in time order; points from after `now` (a clock stepped back) go."""
     times = trend.times
     if all(map(operator.le, times, times[1:])):  # in time order, as a track keeps it
         end = bisect.bisect_right(times, now)
@@ -325,14 +309,4 @@ def _spread(times: Sequence[float], values: Sequence[float], slope: float) -> fl
     return quartiles[2] - quartiles[0]
 
 
-def _at(sample: Sample) -> float:
-    return sample.at
-
-
 _time = operator.itemgetter(0)
-
-
-def _in_order(samples: Sequence[Sample]) -> bool:
-    # Checked in one C-level pass over the times.
-    times = [sample.at for sample in samples]
-    return all(map(operator.le, times, times[1:]))
