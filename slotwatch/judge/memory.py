@@ -39,6 +39,16 @@ _WAL_POINTS = 1024
 SHARED_NAMED = 3
 
 
+def busy_slots(rows: tuple[SlotRow, ...]) -> list[tuple[str, str]]:
+    """(name, what it is doing) of every slot that streams or is copied: listed once a poll,
+    for the consumer evidence of every slot to name."""
+    return [
+        (row.name, f"{row.name} is {'streaming' if row.active else 'snapshotting'}")
+        for row in rows
+        if row.active or row.consumer_busy
+    ]
+
+
 class Memory:
     """Slot tracks, last known states and recent WAL positions of one target."""
 
@@ -86,16 +96,7 @@ class Memory:
         account = self._consumer
         tracks = self._tracks
         before = self._states
-        # Who streams or is copied, once a poll: the consumer evidence of every slot names them.
-        busy = (
-            [
-                (row.name, f"{row.name} is {'streaming' if row.active else 'snapshotting'}")
-                for row in result.slots
-                if row.active or row.consumer_busy
-            ]
-            if account is not None
-            else []
-        )
+        busy = busy_slots(result.slots) if account is not None else []
         slots = []
         for row in result.slots:
             track = observe(tracks.get(row.name), row, server, at, self.thresholds)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from slotwatch.judge.classify import ATTACH_GRACE, attach_grace
-from slotwatch.judge.memory import Memory
+from slotwatch.judge.memory import Memory, busy_slots
 from slotwatch.model import (
     Assessment,
     ConsumerReading,
@@ -523,15 +523,13 @@ def test_many_busy_slots_are_named_three_at_a_time_and_counted() -> None:
     ]
     judgement = memory.judge(PollResult("default", 1.0, 0.0, server(current), tuple(rows)))
     assert judgement is not None
+    judgement_rows = tuple(view.row for view in judgement.slots)
+    assert busy_slots(judgement_rows) == [(r.name, f"{r.name} is streaming") for r in rows]
     for view in judgement.slots:
-        evidence = memory._evidence(memory._consumer, view.row, _busy(rows), 1.0)
+        evidence = memory._evidence(memory._consumer, view.row, busy_slots(judgement_rows), 1.0)
         assert evidence is not None
         assert evidence.shared is not None
         named = [f"{r.name} is streaming" for r in rows if r.name != view.row.name][:3]
         assert evidence.shared == "; ".join([*named, "3 more"]) + (
             " (the counters are the whole process's, not one slot's)"
         )
-
-
-def _busy(rows: list[SlotRow]) -> list[tuple[str, str]]:
-    return [(r.name, f"{r.name} is streaming") for r in rows]
