@@ -34,14 +34,27 @@ class Managed:
 class ServedHTTP(Managed):
     """A stand-in that is one HTTP server of ours, served from a thread.
 
-    Subclasses set `_server`, `_thread_name` and `_stopping`, and `_wake_held()` releases the
-    requests they hold on purpose (a hang), so that `stop()` is prompt whatever is in flight.
+    Subclasses set `_server`, `_thread_name`, `_stopping` and `_lock` (which also guards their
+    own state), and `_wake_held()` releases the requests they hold on purpose (a hang), so that
+    `stop()` is prompt whatever is in flight. Their handlers call `_count_hit()` per request.
     """
 
     _server: ThreadingHTTPServer
     _thread_name: str
     _stopping: threading.Event
+    _lock: threading.Lock
+    _hits: int = 0
     _thread: threading.Thread | None = None
+
+    @property
+    def hits(self) -> int:
+        """How many requests arrived, whatever the stand-in answered."""
+        with self._lock:
+            return self._hits
+
+    def _count_hit(self) -> None:
+        with self._lock:
+            self._hits += 1
 
     def _wake_held(self) -> None:
         raise NotImplementedError

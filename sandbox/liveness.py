@@ -229,7 +229,6 @@ class LivenessServer(ServedHTTP):
     def __init__(self, mode: str = "ok", *, drip: float = 1.0) -> None:
         self.drip = drip  # seconds between bytes (drips) or before each hop (slow_redirect)
         self._lock = threading.Lock()
-        self._hits = 0
         self._release = threading.Event()
         self._stopping = threading.Event()
         self.mode = "ok"
@@ -250,16 +249,6 @@ class LivenessServer(ServedHTTP):
     def url(self) -> str:
         """The liveness URL, as ``SLOTWATCH_LIVENESS_URL`` expects it."""
         return f"{self.base_url}/probes/liveness"
-
-    @property
-    def hits(self) -> int:
-        """How many requests arrived, whatever the mode."""
-        with self._lock:
-            return self._hits
-
-    def _count_hit(self) -> None:
-        with self._lock:
-            self._hits += 1
 
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:

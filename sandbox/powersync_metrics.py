@@ -114,7 +114,6 @@ class PowerSyncMetrics(ServedHTTP):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         self._lock = threading.Lock()
-        self._hits = 0
         self._manual = Progress()
         self._source: Callable[[], Progress] | None = None
         self._unhang = threading.Event()
@@ -127,15 +126,6 @@ class PowerSyncMetrics(ServedHTTP):
     def url(self) -> str:
         """The URL ``SLOTWATCH_CONSUMER_METRICS_URL`` takes."""
         return f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
-
-    @property
-    def hits(self) -> int:
-        with self._lock:
-            return self._hits
-
-    def _count_hit(self) -> None:
-        with self._lock:
-            self._hits += 1
 
     @property
     def progress(self) -> Progress:
