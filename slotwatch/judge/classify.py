@@ -20,16 +20,15 @@ position moves, so a crash loop reads `wedged` on every poll instead of flickeri
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from slotwatch.judge.forecast import (
     Forecast,
+    grown_trend,
     invalidation_eta,
     retained_of,
     trend_eta,
-    window_trend,
 )
 from slotwatch.model import (
     Assessment,
@@ -599,11 +598,4 @@ def _lag(current: int, position: int) -> int:
 
 def _bounded(trend: Trend, sample: Sample, window: float) -> Trend:
     # After a clock step backwards, points from "the future" would poison every slope.
-    grown = Trend(
-        (*trend.times, sample.at),
-        trend.retained + array("d", (retained_of(sample),)),
-    )
-    kept = window_trend(grown, window, sample.at)
-    if len(kept) <= MAX_SAMPLES:
-        return kept
-    return Trend(kept.times[-MAX_SAMPLES:], kept.retained[-MAX_SAMPLES:])
+    return grown_trend(trend, sample.at, retained_of(sample), window, MAX_SAMPLES)

@@ -23,6 +23,9 @@ Choices, and why:
   saw-tooth. Until then the ETA is +Inf ("unknown"); the budget ratio and `wal_status` are what
   flag a slot already close to the edge, so nothing is lost at start-up. A frozen slot reads as
   shrinking at the true rate within about half a window of its consumer stopping.
+* A slot whose restart_lsn held still over the window (a stopped consumer) has the shape of the
+  server's own WAL position: every such slot of a target is the same fit, made once a poll
+  (`_fit` is keyed by the shape, each value less the first, which changes no slope).
 * The WAL rate is the mean (bytes written / time), not a median: WAL comes in bursts and every
   byte of a burst counts against the budget, where a median of a bursty series reads 0.
 """
@@ -209,6 +212,42 @@ def window_trend(trend: Trend, window: float, now: float) -> Trend:
     return Trend(tuple([t for t, _ in recent]), array("d", [v for _, v in recent]))
 
 
+def grown_trend(trend: Trend, at: float, retained: float, window: float, most: int) -> Trend:
+    """`trend` with the point (`at`, `retained`) added, cut by `window_trend` to the window
+    before `at` and then to its newest `most` points.
+
+    Which points stay depends on the times alone, which every slot of a target shares: that is
+    worked out once a poll (`_cut`), and the slots share the times it keeps as one tuple.
+    """
+    values = trend.retained + array("d", (retained,))
+    times, runs = _cut((*trend.times, at), window, most)
+    if runs is None:
+        return Trend(times, values)
+    kept = array("d")
+    for run in runs:
+        kept += values[run]
+    return Trend(times, kept)
+
+
+@functools.lru_cache(maxsize=16)
+def _cut(
+    times: tuple[float, ...], window: float, most: int
+) -> tuple[tuple[float, ...], tuple[slice, ...] | None]:
+    """The times a trend at `times` keeps (see `grown_trend`), and the runs of its values
+    that go with them; None when it keeps them all, in order."""
+    picked = window_trend(Trend(times, array("d", range(len(times)))), window, times[-1])
+    indices = [int(i) for i in picked.retained[-most:]]
+    if indices == list(range(len(times))):
+        return times, None
+    runs: list[slice] = []
+    begin = 0
+    for k in range(1, len(indices) + 1):
+        if k == len(indices) or indices[k] != indices[k - 1] + 1:
+            runs.append(slice(indices[begin], indices[k - 1] + 1))
+            begin = k
+    return tuple([times[i] for i in indices]), tuple(runs)
+
+
 def trend_of(samples: Sequence[Sample]) -> Trend:
     """The retained-WAL trend of `samples`, in their order."""
     return Trend(tuple([s.at for s in samples]), array("d", [retained_of(s) for s in samples]))
@@ -280,11 +319,12 @@ def trend_eta(
     span = times[-1] - times[0] if times else 0.0
     if span <= 0 or span < window * MIN_SPAN_FRACTION:
         return Forecast(INF, remaining, budget, ratio, None)
-    slope = _slope(times, values, span * PAIR_SEPARATION_FRACTION)
+    first = values[0]
+    slope, spread = _fit(tuple(times), tuple([v - first for v in values]), span)
     if slope is None:
         return Forecast(INF, remaining, budget, ratio, None)
     shrink = max(0.0, -slope)
-    if shrink == 0 or shrink * span <= _spread(times, values, slope):
+    if shrink == 0 or shrink * span <= spread:
         return Forecast(INF, remaining, budget, ratio, 0.0)
     eta = max(0.0, remaining / shrink - max(0.0, now - latest.at))
     return Forecast(eta, remaining, budget, ratio, shrink)
@@ -298,15 +338,46 @@ def _ratio(remaining: int, budget: int | None) -> float | None:
     return remaining / budget
 
 
+# Slots fitted one after another: a target's stopped consumers share an entry while the slots
+# between them that have shapes of their own are fewer than this.
+@functools.lru_cache(maxsize=64)
+def _fit(
+    times: tuple[float, ...], shape: tuple[float, ...], span: float
+) -> tuple[float | None, float]:
+    """The slope of a trend (over pairs at least half its `span` apart) and, when it shrinks
+    the budget, the spread of what it leaves unexplained; 0.0 where that is not needed.
+
+    `shape` is the trend's values less the first: the differences of whole byte counts are exact,
+    so every slope is the one the values themselves give.
+    """
+    slope = _slope(times, shape, span * PAIR_SEPARATION_FRACTION)
+    if slope is None or slope >= 0:
+        return slope, 0.0
+    return slope, _spread(times, shape, slope)
+
+
 def _spread(times: Sequence[float], values: Sequence[float], slope: float) -> float:
     # The interquartile range of what the trend line does not explain: for a healthy slot that is
     # the saw-tooth of restart_lsn's jumps, and a "trend" whose whole fall over the sampled span
-    # stays inside it is that saw-tooth sampled unluckily, not a slot losing its budget.
-    residuals = [value - slope * at for at, value in zip(times, values, strict=True)]
-    if len(residuals) < 4:
+    # stays inside it is that saw-tooth sampled unluckily, not a slot losing its budget. Taken
+    # from the first point's time, which moves no quartile and keeps the products small.
+    if len(values) < 4:
         return 0.0
-    quartiles = statistics.quantiles(residuals, n=4)
-    return quartiles[2] - quartiles[0]
+    start = times[0]
+    residuals = sorted(
+        [value - slope * (at - start) for at, value in zip(times, values, strict=True)]
+    )
+    return _quartile(residuals, 3) - _quartile(residuals, 1)
+
+
+def _quartile(ordered: Sequence[float], which: int) -> float:
+    """Quartile `which` (1 to 3) of `ordered`, as `statistics.quantiles(n=4)` computes it (its
+    default, exclusive method), without sorting again."""
+    count = len(ordered)
+    scaled = which * (count + 1)
+    j = min(max(scaled // 4, 1), count - 1)
+    delta = scaled - 4 * j
+    return (ordered[j - 1] * (4 - delta) + ordered[j] * delta) / 4
 
 
 _time = operator.itemgetter(0)

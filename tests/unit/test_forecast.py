@@ -6,20 +6,26 @@ import itertools
 import math
 import random
 import statistics
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from slotwatch.judge import forecast
 from slotwatch.judge.forecast import (
     Forecast,
+    grown_trend,
     invalidation_eta,
     remaining_budget,
     theil_sen_slope,
+    trend_eta,
+    trend_of,
     wal_rate,
     window_samples,
+    window_trend,
 )
-from slotwatch.model import INF, Sample
+from slotwatch.model import INF, Sample, Trend
 
 MiB = 1024**2
 GiB = 1024**3
@@ -99,6 +105,112 @@ def test_fast_forms_match_the_plain_definitions(seed: int) -> None:
         now, window = rnd.uniform(0, 35), rnd.uniform(0, 30)
         got = window_samples(samples, window, now)
         assert [id(s) for s in got] == [id(s) for s in plain_window(samples, window, now)]
+
+
+def plain_grown(trend: Trend, at: float, value: float, window: float, most: int) -> Trend:
+    grown = Trend((*trend.times, at), trend.retained + array("d", (value,)))
+    kept = window_trend(grown, window, at)
+    return Trend(kept.times[-most:], kept.retained[-most:])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_grown_trend_keeps_what_the_window_rule_keeps(seed: int) -> None:
+    rnd = random.Random(seed)  # noqa: S311 - reproducible test inputs
+    for _ in range(50):
+        count = rnd.randint(0, 30)
+        times = sorted(float(rnd.randint(0, 60)) for _ in range(count))
+        if rnd.random() < 0.2:
+            rnd.shuffle(times)  # a clock stepped back leaves a trend out of order
+        trend = Trend(tuple(times), array("d", [rnd.uniform(-9, 9) for _ in times]))
+        at = float(rnd.choice([rnd.randint(0, 70), 70]))  # now and then a step back
+        window, most = rnd.choice([5.0, 20.0, 100.0]), rnd.choice([3, 8, 512])
+        got = grown_trend(trend, at, -1.5, window, most)
+        want = plain_grown(trend, at, -1.5, window, most)
+        assert (got.times, got.retained) == (want.times, want.retained)
+
+
+def test_slots_of_a_target_share_the_kept_times() -> None:
+    times = tuple(float(t) for t in range(0, 600, 15))
+    one = grown_trend(Trend(times, array("d", [-1.0] * len(times))), 600.0, -1.0, 300.0, 512)
+    other = grown_trend(Trend(times, array("d", [-7.0] * len(times))), 600.0, -9.0, 300.0, 512)
+    assert one.times is other.times
+    assert other.retained[-1] == -9.0
+
+
+@pytest.mark.parametrize("count", [4, 5, 6, 7, 8, 41, 120])
+def test_quartiles_are_the_statistics_modules(count: int) -> None:
+    rnd = random.Random(count)  # noqa: S311 - reproducible test inputs
+    for _ in range(100):
+        values = sorted(
+            rnd.choice([rnd.uniform(-1e9, 1e9), float(rnd.randint(-5, 5))]) for _ in range(count)
+        )
+        q1, _, q3 = statistics.quantiles(values, n=4)
+        assert (forecast._quartile(values, 1), forecast._quartile(values, 3)) == (q1, q3)
+
+
+def plain_trend_eta(trend: Trend, latest: Sample, keep: int, window: float, now: float) -> float:
+    """The ETA by the plain definitions: Theil-Sen over the values, the spread by the
+    statistics module over residuals from the absolute times."""
+    remaining = latest.safe_wal_size
+    assert remaining is not None
+    assert remaining > 0
+    times, values = list(trend.times), list(trend.retained)
+    span = times[-1] - times[0]
+    if span < window * 0.5:
+        return INF
+    slope = plain_theil_sen(list(zip(times, values, strict=True)), span * 0.5)
+    if slope is None or slope >= 0:
+        return INF
+    residuals = [v - slope * t for t, v in zip(times, values, strict=True)]
+    q1, _, q3 = statistics.quantiles(residuals, n=4) if len(residuals) >= 4 else (0, 0, 0)
+    if -slope * span <= q3 - q1:
+        return INF
+    return max(0.0, remaining / -slope - max(0.0, now - latest.at))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_trend_eta_matches_the_plain_definitions(seed: int) -> None:
+    rnd = random.Random(seed)  # noqa: S311 - reproducible test inputs
+    keep = 4 * GiB
+    for _ in range(20):
+        polls, rate = rnd.randint(2, 60), rnd.choice([0, 1e5, 3e6])
+        jitter = rnd.choice([0, 16 * MiB])
+        current = [int(1e12 + rate * 15 * k) for k in range(polls)]
+        restart = [
+            int(1e12 - rnd.randint(0, jitter) + rnd.choice([0, rate]) * 15 * k)
+            for k in range(polls)
+        ]
+        samples = [
+            sample(1.7e9 + 15.0 * k, c, r, keep)
+            for k, (c, r) in enumerate(zip(current, restart, strict=True))
+        ]
+        trend, latest = trend_of(samples), samples[-1]
+        if latest.safe_wal_size is None or latest.safe_wal_size <= 0:
+            continue
+        got = trend_eta(trend, latest, keep, None, window=600.0, now=latest.at)
+        assert got.eta_seconds == pytest.approx(
+            plain_trend_eta(trend, latest, keep, 600.0, latest.at), rel=1e-9
+        )
+
+
+def test_stopped_consumers_of_a_target_are_fitted_once() -> None:
+    """Slots whose restart_lsn held still share the server's WAL shape: one fit between them."""
+    keep = 4 * GiB
+    forecast._fit.cache_clear()
+    etas = []
+    for restart in (10**11 - 64 * MiB, 10**11 - 32 * MiB, 10**11):
+        samples = [
+            sample(1.7e9 + 15.0 * k, 10**11 + 10 * MiB + k * MiB, restart, keep) for k in range(41)
+        ]
+        got = trend_eta(
+            trend_of(samples), samples[-1], keep, None, window=600.0, now=samples[-1].at
+        )
+        etas.append(got)
+    info = forecast._fit.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+    assert [f.shrink_bytes_per_second for f in etas] == [MiB / 15.0] * 3
+    # each from its own remaining budget: the newest restart_lsn has the most left
+    assert etas[0].eta_seconds < etas[1].eta_seconds < etas[2].eta_seconds
 
 
 # --- wal_rate ---------------------------------------------------------------------------------
