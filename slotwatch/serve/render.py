@@ -9,8 +9,11 @@ keeps between renders what the next one will likely need again:
 
 - per scope, its subjects' label values and the `{labels} ` text of each, which every `value=`
   family of the scope writes after its name; the scope's subjects are read once per render;
-- per `one_of=` family (slot state, WAL status: 11 of a slot's 25 series), each subject's whole
-  run of lines, by (label values, current choice): a slot's run changes only with its state;
+- per `one_of=` family (slot state, WAL status: 11 of a slot's 25 series), the run of lines of
+  each choice as a template, and which choice each subject had at the last render: a slot's
+  run changes only with its state, so a family whose subjects all kept theirs is copied, and
+  the runs are written from the templates only when one changed (the runs themselves, some
+  600 bytes a slot, are not kept: they are in the last body);
 - per `series=` family, the `name{labels} ` of each series, by its label values;
 - the text of each number, by its repr (not its value: 0.0 and -0.0 are one dict key but two
   texts), written by `number_line`, which is `floatToGoString` made quicker for ints;
@@ -215,14 +218,13 @@ class _ValueLines(_Lines):
 
 class _OneOfLines(_Lines):
     """A `one_of=` family: a subject's run of lines (one per choice) depends only on its label
-    values and current choice, and is kept by them."""
+    values and current choice; the family is written again only when one of those changed."""
 
     def __init__(self, family: Family[Any], openmetrics: bool, one_of: OneOf[Any]) -> None:
         super().__init__(family, openmetrics)
         self._one_of = one_of
         self._base = len(family.scope.labels)
-        self._runs: dict[tuple[Labels, str | None], str] = {}
-        self._chunks: list[str] | None = None  # the runs of the last render
+        self._used: list[tuple[Labels, str | None]] | None = None  # at the last render
         # Per current choice (and None, and _OTHER for any value outside the choices), the run
         # as a %-template of the scope's label values, and which of them each %s takes.
         self._templates: dict[object, tuple[str, tuple[int, ...]]] = {}
@@ -254,24 +256,16 @@ class _OneOfLines(_Lines):
 
     def write(self, subjects: _Subjects, each: list[Any], numbers: Numbers) -> bytes | None:
         used = list(zip(subjects.keys, map(self._one_of.current, each), strict=True))
-        chunks = list(map(self._runs.get, used))
-        if None in chunks:
-            chunks = [
-                self._run(key) if chunk is None else chunk
-                for chunk, key in zip(chunks, used, strict=True)
-            ]
-            self._runs.update(zip(used, chunks, strict=True))  # type: ignore[arg-type]
-            self._runs = _pruned(self._runs, used)
-        if chunks == self._chunks:
+        if used == self._used:
             return None
-        self._chunks = chunks  # type: ignore[assignment]
-        return "".join(chunks).encode()  # type: ignore[arg-type]
+        self._used = used
+        return "".join(map(self._run, used)).encode()
 
     def forget(self) -> None:
-        self._chunks = None
+        self._used = None
 
     def size(self) -> int:
-        return len(self._runs)
+        return len(self._templates)
 
 
 class _SeriesLines(_Lines):
