@@ -29,10 +29,12 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stder
 """
 
 
-def _loaded(*argv: str) -> tuple[int, set[str]]:
+def _loaded(
+    *argv: str, liveness: str = "http://127.0.0.1:1/probes/liveness"
+) -> tuple[int, set[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTWATCH_")}
     env["SLOTWATCH_DSN"] = "postgresql://watcher:s3cret@127.0.0.1:1/app?sslmode=disable"
-    env["SLOTWATCH_LIVENESS_URL"] = "http://127.0.0.1:8080/probes/liveness"
+    env["SLOTWATCH_LIVENESS_URL"] = liveness
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, *argv],
         env=env,
@@ -64,6 +66,16 @@ def test_the_probe_sees_the_driver_when_a_verb_needs_it() -> None:
     code, modules = _loaded("check")
     assert code == 3
     assert "psycopg" in modules
+    assert "httpcore" in modules  # it probed the liveness URL (port 1 refuses too)
+
+
+def test_the_daemon_loads_the_http_client_only_to_fetch() -> None:
+    """Without a liveness or consumer metrics URL nothing is fetched: the HTTP client (about
+    1 MiB of a daemon's memory) is never loaded."""
+    code, modules = _loaded("check", liveness="")
+    assert code == 3
+    assert "psycopg" in modules
+    assert "httpcore" not in modules
 
 
 DSNS = [
