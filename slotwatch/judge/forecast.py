@@ -223,8 +223,10 @@ def grown_trend(trend: Trend, at: float, retained: float, window: float, most: i
     times, runs = _cut((*trend.times, at), window, most)
     if runs is None:
         return Trend(times, values)
-    kept = array("d")
-    for run in runs:
+    if not runs:  # nothing in the window (a window below zero): nothing to keep
+        return Trend()
+    kept = values[runs[0]]  # a slice is sized to fit; a step back may leave two runs
+    for run in runs[1:]:
         kept += values[run]
     return Trend(times, kept)
 
