@@ -174,42 +174,69 @@ def remaining_budget(
 
 def window_samples(samples: Sequence[Sample], window: float, now: float) -> list[Sample]:
     """The samples taken within `window` before `now`, plus the newest older one as a baseline."""
-    # One rule for samples and trends: `window_trend` over the samples' times, each carrying its
-    # own index in place of a value, picks them.
-    picked = window_trend(
-        Trend(tuple([s.at for s in samples]), array("d", range(len(samples)))), window, now
-    )
-    return [samples[int(i)] for i in picked.retained]
+    # One rule for samples and trends: `_picks`, over the samples' times.
+    picks = _picks(tuple([s.at for s in samples]), window, now)
+    if isinstance(picks, list):
+        return [samples[i] for i in picks]
+    return [sample for run in picks for sample in samples[run]]
 
 
 def window_trend(trend: Trend, window: float, now: float) -> Trend:
     """The points within `window` before `now`, plus the newest older one (the first of its
     ties) as a baseline, in time order; points from after `now` (a clock stepped back) go."""
-    times = trend.times
+    picks = _picks(trend.times, window, now)
+    if picks == (slice(0, len(trend.times)),):
+        return trend
+    return Trend(_taken(trend.times, picks), _taken_values(trend.retained, picks))
+
+
+# Which points of a series a window keeps: runs of it (slices, in order), or, for a series out of
+# time order, the indices of the points in time order.
+Picks = tuple[slice, ...] | list[int]
+
+
+def _picks(times: tuple[float, ...], window: float, now: float) -> Picks:
+    """The one window rule (see `window_trend`), as the points of `times` it keeps."""
     if all(map(operator.le, times, times[1:])):  # in time order, as a track keeps it
         end = bisect.bisect_right(times, now)
         start = bisect.bisect_left(times, now - window, 0, end)
         if start == 0:
-            return trend if end == len(times) else Trend(times[:end], trend.retained[:end])
+            return (slice(0, end),)
         older = bisect.bisect_left(times, times[start - 1], 0, start)
-        return Trend(
-            times[older : older + 1] + times[start:end],
-            trend.retained[older : older + 1] + trend.retained[start:end],
-        )
+        if older == start - 1:
+            return (slice(older, end),)
+        return (slice(older, older + 1), slice(start, end))
     cutoff = now - window
-    recent: list[tuple[float, float]] = []
-    baseline: tuple[float, float] | None = None
-    for point in zip(times, trend.retained, strict=True):
-        if point[0] > now:
+    recent: list[int] = []
+    baseline: int | None = None
+    for i, at in enumerate(times):
+        if at > now:
             continue
-        if point[0] >= cutoff:
-            recent.append(point)
-        elif baseline is None or point[0] > baseline[0]:
-            baseline = point
+        if at >= cutoff:
+            recent.append(i)
+        elif baseline is None or at > times[baseline]:
+            baseline = i
     if baseline is not None:
         recent.insert(0, baseline)
-    recent.sort(key=_time)
-    return Trend(tuple([t for t, _ in recent]), array("d", [v for _, v in recent]))
+    recent.sort(key=times.__getitem__)  # stable: ties keep the baseline first
+    return recent
+
+
+def _taken(times: tuple[float, ...], picks: Picks) -> tuple[float, ...]:
+    if isinstance(picks, list):
+        return tuple([times[i] for i in picks])
+    if len(picks) == 1:
+        return times[picks[0]]
+    return tuple([at for run in picks for at in times[run]])
+
+
+def _taken_values(values: array[float], picks: Picks) -> array[float]:
+    if isinstance(picks, list):
+        return array("d", [values[i] for i in picks])
+    kept = values[picks[0]]  # a slice is sized to fit
+    for run in picks[1:]:
+        kept += values[run]
+    return kept
 
 
 def grown_trend(trend: Trend, at: float, retained: float, window: float, most: int) -> Trend:
@@ -220,34 +247,27 @@ def grown_trend(trend: Trend, at: float, retained: float, window: float, most: i
     worked out once a poll (`_cut`), and the slots share the times it keeps as one tuple.
     """
     values = trend.retained + array("d", (retained,))
-    times, runs = _cut((*trend.times, at), window, most)
-    if runs is None:
+    times, picks = _cut((*trend.times, at), window, most)
+    if picks is None:
         return Trend(times, values)
-    if not runs:  # nothing in the window (a window below zero): nothing to keep
-        return Trend()
-    kept = values[runs[0]]  # a slice is sized to fit; a step back may leave two runs
-    for run in runs[1:]:
-        kept += values[run]
-    return Trend(times, kept)
+    return Trend(times, _taken_values(values, picks))
 
 
 @functools.lru_cache(maxsize=16)
 def _cut(
     times: tuple[float, ...], window: float, most: int
-) -> tuple[tuple[float, ...], tuple[slice, ...] | None]:
-    """The times a trend at `times` keeps (see `grown_trend`), and the runs of its values
-    that go with them; None when it keeps them all, in order."""
-    picked = window_trend(Trend(times, array("d", range(len(times)))), window, times[-1])
-    indices = [int(i) for i in picked.retained[-most:]]
-    if indices == list(range(len(times))):
+) -> tuple[tuple[float, ...], Picks | None]:
+    """The times a trend at `times` keeps (see `grown_trend`), and which of its values go with
+    them; None when it keeps them all, in order."""
+    picks = _picks(times, window, times[-1])
+    if picks == (slice(0, len(times)),) and len(times) <= most:
         return times, None
-    runs: list[slice] = []
-    begin = 0
-    for k in range(1, len(indices) + 1):
-        if k == len(indices) or indices[k] != indices[k - 1] + 1:
-            runs.append(slice(indices[begin], indices[k - 1] + 1))
-            begin = k
-    return tuple([times[i] for i in indices]), tuple(runs)
+    kept = _taken(times, picks)
+    if len(kept) > most:  # a poll interval far below the window: the newest `most` points
+        if not isinstance(picks, list):
+            picks = [i for run in picks for i in range(len(times))[run]]
+        picks, kept = picks[-most:], kept[-most:]
+    return kept, picks
 
 
 def trend_of(samples: Sequence[Sample]) -> Trend:

@@ -107,14 +107,16 @@ def test_fast_forms_match_the_plain_definitions(seed: int) -> None:
         assert [id(s) for s in got] == [id(s) for s in plain_window(samples, window, now)]
 
 
-def plain_grown(trend: Trend, at: float, value: float, window: float, most: int) -> Trend:
-    grown = Trend((*trend.times, at), trend.retained + array("d", (value,)))
-    kept = window_trend(grown, window, at)
-    return Trend(kept.times[-most:], kept.retained[-most:])
+def plain_cut(trend: Trend, window: float, now: float, most: int = 10**6) -> Trend:
+    """The window rule by `plain_window`, over samples carrying only the trend's times."""
+    points = [sample(t, 0, None, -1) for t in trend.times]
+    where = {id(point): i for i, point in enumerate(points)}
+    kept = [where[id(point)] for point in plain_window(points, window, now)][-most:]
+    return Trend(tuple(trend.times[i] for i in kept), array("d", [trend.retained[i] for i in kept]))
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_grown_trend_keeps_what_the_window_rule_keeps(seed: int) -> None:
+def test_window_trend_and_grown_trend_keep_what_the_window_rule_keeps(seed: int) -> None:
     rnd = random.Random(seed)  # noqa: S311 - reproducible test inputs
     for _ in range(50):
         count = rnd.randint(0, 30)
@@ -125,8 +127,11 @@ def test_grown_trend_keeps_what_the_window_rule_keeps(seed: int) -> None:
         at = float(rnd.choice([rnd.randint(0, 70), 70]))  # now and then a step back
         window, most = rnd.choice([5.0, 20.0, 100.0]), rnd.choice([3, 8, 512])
         got = grown_trend(trend, at, -1.5, window, most)
-        want = plain_grown(trend, at, -1.5, window, most)
+        grown = Trend((*trend.times, at), trend.retained + array("d", (-1.5,)))
+        want = plain_cut(grown, window, at, most)
         assert (got.times, got.retained) == (want.times, want.retained)
+        cut, plain = window_trend(trend, window, at), plain_cut(trend, window, at)
+        assert (cut.times, cut.retained) == (plain.times, plain.retained)
 
 
 def test_slots_of_a_target_share_the_kept_times() -> None:
