@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from slotwatch.poll.db import error_exception
+    from slotwatch.poll.failures import error_exception
     from slotwatch.report import status_document, status_table
     from slotwatch.wiring import poll_once
 

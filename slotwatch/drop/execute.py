@@ -25,6 +25,7 @@ from slotwatch.errors import DatabaseUnreachable, PermissionDenied, Refused, Uns
 from slotwatch.model import PollResult, ServerRow, SlotRow
 from slotwatch.patterns import like_pattern
 from slotwatch.poll import db
+from slotwatch.poll.failures import one_line
 from slotwatch.poll.queries import (
     MIN_VERSION,
     drop_lock_statement,
@@ -111,10 +112,10 @@ class AdminConnection:
         try:
             yield
         except psycopg.errors.InsufficientPrivilege as exc:
-            message = denied.format(error=db.one_line(exc), role=self.role())
+            message = denied.format(error=one_line(exc), role=self.role())
             raise PermissionDenied(message) from None
         except psycopg.Error as exc:
-            raise DatabaseUnreachable(f"{doing} failed: {db.one_line(exc)}") from None
+            raise DatabaseUnreachable(f"{doing} failed: {one_line(exc)}") from None
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -128,13 +129,14 @@ class AdminConnection:
                 if self.statement is None:
                     # Once per connection: a watch window reads every second.
                     self.statement = db.session_poll_statement(conn)
-                return db.fetch(
+                server, slots, _ = db.fetch(
                     conn, self.statement, self.target.slot_pattern, self.target.consumer_app
                 )
             except UnsupportedServer:
                 if self.version_num < MIN_VERSION:
                     raise
                 return None, ()
+            return server, slots
 
     def poll_result(self) -> PollResult:
         """One poll as the daemon's store records it; a standby refuses the drop."""

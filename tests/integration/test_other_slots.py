@@ -361,7 +361,7 @@ def test_each_versions_text_of_the_one_statement_runs_and_reads_the_same_slots(
         for version in (130000, 140000, 170000, own):
             if version > own:
                 continue
-            server, slots, others = db.fetch_poll(
+            server, slots, others = db.fetch(
                 conn, poll_statement(version), "powersync_selfhost%", "powersync/%"
             )
             readings[version] = (

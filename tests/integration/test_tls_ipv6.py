@@ -43,7 +43,7 @@ from sandbox.consumer import create_slot, powersync_slot_name
 from sandbox.installs import InstallMissingError, PgInstall, get_install
 from sandbox.osuser import ServerUserMissingError, private_dir, server_identity
 from sandbox.waiting import wait_until
-from slotwatch.poll.db import classify_error
+from slotwatch.poll.failures import classify_error
 
 # Installs whose server is built with TLS support (see the module docstring).
 TLS_INSTALLS = ("pg15",)
