@@ -181,22 +181,15 @@ def window_samples(samples: Sequence[Sample], window: float, now: float) -> list
     return [sample for run in picks for sample in samples[run]]
 
 
-def window_trend(trend: Trend, window: float, now: float) -> Trend:
-    """The points within `window` before `now`, plus the newest older one (the first of its
-    ties) as a baseline, in time order; points from after `now` (a clock stepped back) go."""
-    picks = _picks(trend.times, window, now)
-    if picks == (slice(0, len(trend.times)),):
-        return trend
-    return Trend(_taken(trend.times, picks), _taken_values(trend.retained, picks))
-
-
 # Which points of a series a window keeps: runs of it (slices, in order), or, for a series out of
 # time order, the indices of the points in time order.
 Picks = tuple[slice, ...] | list[int]
 
 
 def _picks(times: tuple[float, ...], window: float, now: float) -> Picks:
-    """The one window rule (see `window_trend`), as the points of `times` it keeps."""
+    """The one window rule, as the points of `times` it keeps: those within `window` before
+    `now`, plus the newest older one (the first of its ties) as a baseline, in time order;
+    points from after `now` (a clock stepped back) go."""
     if all(map(operator.le, times, times[1:])):  # in time order, as a track keeps it
         end = bisect.bisect_right(times, now)
         start = bisect.bisect_left(times, now - window, 0, end)
@@ -240,8 +233,8 @@ def _taken_values(values: array[float], picks: Picks) -> array[float]:
 
 
 def grown_trend(trend: Trend, at: float, retained: float, window: float, most: int) -> Trend:
-    """`trend` with the point (`at`, `retained`) added, cut by `window_trend` to the window
-    before `at` and then to its newest `most` points.
+    """`trend` with the point (`at`, `retained`) added, cut by the window rule (`_picks`) to the
+    window before `at` and then to its newest `most` points.
 
     Which points stay depends on the times alone, which every slot of a target shares: that is
     worked out once a poll (`_cut`), and the slots share the times it keeps as one tuple.
