@@ -31,6 +31,7 @@ from pydantic import SecretStr
 
 from sandbox import Cluster, Consumer, get_install
 from sandbox.fleet import BlackHole, create_databases, fleet_targets, write_targets_file
+from sandbox.ports import free_port
 from sandbox.waiting import wait_until
 from slotwatch.model import Thresholds
 from slotwatch.poll import db
@@ -138,14 +139,6 @@ def ensure_exporter() -> str:
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket  # noqa: PLC0415 - one use
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Daemon:

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sandbox.cluster import Cluster
 from sandbox.installs import get_install
 from sandbox.liveness import LivenessServer
+from sandbox.ports import free_port
 from sandbox.waiting import wait_until
 
 SLOTWATCH = str(Path(sys.executable).with_name("slotwatch"))
@@ -77,12 +77,6 @@ def figures(pid: int) -> Figures:
         fds=len(os.listdir(f"/proc/{pid}/fd")),
         threads=int(values["Threads"][0]),
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Churn(threading.Thread):
@@ -130,7 +124,7 @@ def _start(cluster: Cluster, liveness: LivenessServer, targets: int, workdir: Pa
         f'poll_interval = "{POLL}"\nprobe_interval = "{POLL}"\nprobe_timeout = "1s"\n'
         f'liveness_url = "{liveness.url}"\n{entries}'
     )
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTWATCH_")}
     env |= {
         "SLOTWATCH_CONFIG": str(config),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -28,6 +27,7 @@ from psycopg.conninfo import make_conninfo
 from sandbox.installs import PgInstall
 from sandbox.lifecycle import ChildProcess
 from sandbox.osuser import private_dir, spawn_as_server
+from sandbox.ports import free_port
 from sandbox.waiting import wait_until
 
 # psycopg's own alias gained template strings in 3.3; the sandbox only passes plain SQL.
@@ -75,14 +75,6 @@ _UNDESTROYED: set[Cluster] = set()
 def _destroy_leftovers() -> None:
     for cluster in list(_UNDESTROYED):
         cluster.destroy()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _lsn_of(conn: psycopg.Connection[Any]) -> int:

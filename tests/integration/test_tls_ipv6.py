@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from sandbox.cluster import Cluster
 from sandbox.consumer import create_slot, powersync_slot_name
 from sandbox.installs import InstallMissingError, PgInstall, get_install
 from sandbox.osuser import ServerUserMissingError, private_dir, server_identity
+from sandbox.ports import free_port
 from sandbox.waiting import wait_until
 from slotwatch.poll.failures import classify_error
 
@@ -322,17 +322,11 @@ def test_plaintext_against_a_tls_only_server_is_refused_by_pg_hba_as_auth(
     assert "pg_hba.conf" in line
 
 
-def _ipv6_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-        sock.bind(("::1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_daemon_listening_on_ipv6_serves_metrics_while_polling_over_tls(
     tls_server: Server, certs: Certs, tmp_path: Path
 ) -> None:
     cluster = tls_server.cluster
-    port = _ipv6_port()
+    port = free_port("::1")
     settings = {
         **_env(_uri(cluster, sslmode="verify-full", sslrootcert=str(certs.ca))),
         "SLOTWATCH_LISTEN": f"[::1]:{port}",
