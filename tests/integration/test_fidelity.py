@@ -5,8 +5,8 @@ Each test is one operator story on PostgreSQL 15 and 18, told with a real `slotw
 stand-ins that confirm the way PowerSync 1.25 does (``sandbox.replicator.Replicator``) and serve
 PowerSync's own counters (``sandbox.powersync_metrics.PowerSyncMetrics``). A background reader
 records the slot's state at every poll from /metrics, so each test asserts the whole sequence an
-operator would have seen, not one moment of it. Latencies are printed (``pytest -s``) and kept as
-properties in the JUnit XML.
+operator would have seen, not one moment of it. Latencies are printed (``pytest -n 0 -s``) and
+kept as properties in the JUnit XML.
 
 The clock is scaled down from PowerSync's and slotwatch's defaults:
 
@@ -117,7 +117,7 @@ class Stage:
         return sw, timeline
 
     def measure(self, name: str, seconds: float) -> None:
-        """Print a latency (``pytest -s``) and record it in the JUnit XML."""
+        """Print a latency (``pytest -n 0 -s``) and record it in the JUnit XML."""
         self.properties.append((f"{self.install} {name}", round(seconds, 2)))
         print(f"\n[{self.install}] {name}: {seconds:.2f}s")
 

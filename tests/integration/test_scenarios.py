@@ -10,7 +10,7 @@ code and line of ``slotwatch check``.
 
 Each test gets its own slot prefix (``powersync_selfhost<N>_``) and pattern, so tests sharing the
 module's cluster never see each other's slots. The measured detection latencies are printed
-(``pytest -s``) and recorded as properties in the JUnit XML.
+(``pytest -n 0 -s``) and recorded as properties in the JUnit XML.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ Measure = Callable[[str, float], None]
 
 @pytest.fixture
 def measure(pg_install: PgInstall, request: pytest.FixtureRequest) -> Measure:
-    """``measure(name, seconds)``: print a latency (``pytest -s``) and record it in the XML."""
+    """``measure(name, seconds)``: print a latency (``pytest -n 0 -s``) and record it in the XML."""
 
     def record(name: str, seconds: float) -> None:
         request.node.user_properties.append((f"{pg_install.name} {name}", round(seconds, 2)))
