@@ -189,7 +189,7 @@ class HttpServer:
         self._open.add(writer)
         self._shed()
         try:
-            for _ in range(REQUESTS_PER_CONNECTION):
+            for served in range(1, REQUESTS_PER_CONNECTION + 1):
                 self._waiting[writer] = None
                 try:
                     head = await asyncio.wait_for(
@@ -203,7 +203,14 @@ class HttpServer:
                     if request is None
                     else await self._answer_on_a_worker(request)
                 )
-                keep = answer.status < 400 and request is not None and _keep_alive(request)
+                # The last answer a connection gets says so: a client told keep-alive would send
+                # its next request into the close and lose that scrape.
+                keep = (
+                    answer.status < 400
+                    and request is not None
+                    and _keep_alive(request)
+                    and served < REQUESTS_PER_CONNECTION
+                )
                 writer.writelines(_response(answer, request, keep))
                 await asyncio.wait_for(writer.drain(), timeout=self._write_timeout)
                 log.debug(

@@ -30,6 +30,7 @@ from sandbox.cluster import Cluster
 from sandbox.consumer import create_slot, powersync_slot_name
 from sandbox.installs import PgInstall
 from sandbox.waiting import wait_until
+from slotwatch.serve.http import REQUESTS_PER_CONNECTION
 
 POLL = 0.25
 FRESH_CLIENT_LIMIT = 1.0  # seconds: what a fresh scraper may wait, whatever the crowd
@@ -152,6 +153,26 @@ def test_idle_connections_and_a_burst_of_scrapers_never_shut_out_a_fresh_client(
             assert 0 < still_open <= nofile // 2
         assert daemon.get("/healthz").status_code == 200
     _log_is_structured(daemon)
+
+
+def test_a_kept_alive_connection_says_close_on_its_last_answer(tmp_path: Path) -> None:
+    # A scraper keeps its connection for hours: after REQUESTS_PER_CONNECTION answers the server
+    # ends it, and the last answer must say so, or the next scrape is sent into the close and
+    # lost ("server disconnected without sending a response").
+    extra = 5
+    with (
+        SlotwatchProcess(_dead_database(), tmp_path / "slotwatch.log") as daemon,
+        httpx.Client(timeout=5) as client,
+    ):
+        answers = [
+            client.get(daemon.url + "/metrics") for _ in range(REQUESTS_PER_CONNECTION + extra)
+        ]
+    assert [a.status_code for a in answers] == [200] * len(answers)
+    said = [a.headers["connection"] for a in answers]
+    last = REQUESTS_PER_CONNECTION - 1
+    assert said[:last] == ["keep-alive"] * last
+    assert said[last] == "close"
+    assert said[last + 1 :] == ["keep-alive"] * extra  # a new connection, no scrape lost
 
 
 def test_slowloris_holds_no_worker_and_is_cut_off_at_the_head_deadline(tmp_path: Path) -> None:
