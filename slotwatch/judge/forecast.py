@@ -42,6 +42,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import sub, truediv
+from typing import TypeVar
 
 from slotwatch.model import INF, Sample, Trend
 
@@ -175,11 +176,10 @@ def remaining_budget(
 def window_samples(samples: Sequence[Sample], window: float, now: float) -> list[Sample]:
     """The samples taken within `window` before `now`, plus the newest older one as a baseline."""
     # One rule for samples and trends: `_picks`, over the samples' times.
-    picks = _picks(tuple([s.at for s in samples]), window, now)
-    if isinstance(picks, list):
-        return [samples[i] for i in picks]
-    return [sample for run in picks for sample in samples[run]]
+    return _take(samples, _picks(tuple([s.at for s in samples]), window, now))
 
+
+_T = TypeVar("_T")
 
 # Which points of a series a window keeps: runs of it (slices, in order), or, for a series out of
 # time order, the indices of the points in time order.
@@ -215,12 +215,17 @@ def _picks(times: tuple[float, ...], window: float, now: float) -> Picks:
     return recent
 
 
-def _taken(times: tuple[float, ...], picks: Picks) -> tuple[float, ...]:
+def _take(items: Sequence[_T], picks: Picks) -> list[_T]:
+    """The items that `picks` keeps, in its order."""
     if isinstance(picks, list):
-        return tuple([times[i] for i in picks])
-    if len(picks) == 1:
-        return times[picks[0]]
-    return tuple([at for run in picks for at in times[run]])
+        return [items[i] for i in picks]
+    return [item for run in picks for item in items[run]]
+
+
+def _taken(times: tuple[float, ...], picks: Picks) -> tuple[float, ...]:
+    if len(picks) == 1 and isinstance(picks, tuple):
+        return times[picks[0]]  # one run: the slice is the tuple, no copy point by point
+    return tuple(_take(times, picks))
 
 
 def _taken_values(values: array[float], picks: Picks) -> array[float]:
