@@ -9,6 +9,7 @@ start these servers with (the tests' own servers use temporary directories).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -113,3 +114,20 @@ def test_no_service_of_the_test_tools_is_running() -> None:
         if _is_packaged_service(exe, argv):
             running.append(f"{entry.name}: {' '.join(argv).strip()}")
     assert running == [], "running with the packages' own configuration:\n" + "\n".join(running)
+
+
+def test_a_rerun_leaves_the_installed_venv_and_its_command_as_they_are() -> None:
+    # The README: the venv is installed again only when pyproject.toml changed, so a rerun (and
+    # scripts/demo, which runs setup each time, beside a running test) never rewrites the command.
+    command = REPO / ".venv" / "bin" / "slotwatch"
+    stamp = REPO / ".venv" / ".slotwatch-installed"
+    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    assert stamp.read_text().split() == [digest, "dev"]  # as `scripts/setup test` left it
+    before = command.stat()
+    run = subprocess.run(
+        [str(SETUP), "demo"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    after = command.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert stamp.read_text().split() == [digest, "dev"]
