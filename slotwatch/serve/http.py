@@ -4,9 +4,13 @@ Every answer is built from the store's latest snapshot; no request waits on the 
 endpoint changes anything. The server is one asyncio loop in a background thread: it accepts,
 reads request heads and writes answers for every connection, so an idle or slowly dripping
 client costs a file descriptor, never a thread. Answers are computed on a small, fixed pool of
-worker threads. Each connection has a deadline for its request head and for writing its answer;
-when connections pile up beyond `max_connections`, the oldest one still waiting for its request
-is closed to make room. A listen backlog of `backlog` absorbs a burst of scrapers. Errors on a
+worker threads. A request head must arrive within `head_timeout`, counted from the accept for
+a connection's first request and from the first byte of each later one; between requests, a
+kept-alive connection may wait `idle_timeout` for that byte, longer than scrapers keep an unused
+connection, so a scraper reuses one connection across scrapes and is the one to close it. An
+answer must be written within `write_timeout`. When connections pile up beyond
+`max_connections`, the one that has waited longest for a request (idle or mid-head) is closed to
+make room. A listen backlog of `backlog` absorbs a burst of scrapers. Errors on a
 connection (resets, broken pipes, garbage) end that connection with one debug line.
 """
 
@@ -39,6 +43,14 @@ log = get_logger("slotwatch.http")
 BACKLOG = 1024  # the kernel caps it at net.core.somaxconn (4096 on current Linux)
 WORKERS = 4
 HEAD_TIMEOUT = 10.0  # seconds a connection may take to send a whole request head
+# Seconds a kept-alive connection may wait, after an answer, for the first byte of its next
+# request. Longer than any common scrape interval (15 s, 30 s, 1 min), so scrapers reuse their
+# connection, and longer than the 5 minutes Prometheus' HTTP client (prometheus/common's
+# IdleConnTimeout) keeps an unused one, so the client closes it first: a server closing at the
+# moment the client sends would lose that scrape. The 30 s margin covers the client's timer
+# starting once it has read the answer, a little after ours. A client that vanishes without
+# closing holds its descriptor this long; under pressure `_shed` closes it first.
+IDLE_TIMEOUT = 330.0
 WRITE_TIMEOUT = 30.0  # seconds an answer may take to be written to a slow reader
 HEAD_LIMIT = 16 * 1024  # bytes of request line and headers
 REQUESTS_PER_CONNECTION = 1000
@@ -110,6 +122,7 @@ class HttpServer:
         backlog: int = BACKLOG,
         max_connections: int | None = None,
         head_timeout: float = HEAD_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
         write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         host, port = address
@@ -131,9 +144,11 @@ class HttpServer:
         self._backlog = backlog
         self._max_connections = max_connections or default_max_connections()
         self._head_timeout = head_timeout
+        self._idle_timeout = idle_timeout
         self._write_timeout = write_timeout
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slotwatch-http")
-        # Connections still waiting for a request, oldest first: the ones shed under pressure.
+        # Connections waiting for a request (idle between requests or mid-head), oldest first:
+        # the ones shed under pressure.
         self._waiting: dict[asyncio.StreamWriter, None] = {}
         self._open: set[asyncio.StreamWriter] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,9 +207,7 @@ class HttpServer:
             for served in range(1, REQUESTS_PER_CONNECTION + 1):
                 self._waiting[writer] = None
                 try:
-                    head = await asyncio.wait_for(
-                        reader.readuntil(b"\r\n\r\n"), timeout=self._head_timeout
-                    )
+                    head = await self._read_head(reader, kept_alive=served > 1)
                 finally:
                     self._waiting.pop(writer, None)
                 request = _parse(head)
@@ -232,6 +245,20 @@ class HttpServer:
         finally:
             self._open.discard(writer)
             writer.close()
+
+    async def _read_head(self, reader: asyncio.StreamReader, *, kept_alive: bool) -> bytes:
+        """The next request head: the head deadline runs from the accept on a new connection, and
+        from the request's first byte on a kept-alive one, which may idle until then."""
+        if not kept_alive:
+            return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=self._head_timeout)
+        # A close while idle is an IncompleteReadError with nothing partial: a quiet end.
+        first = await asyncio.wait_for(reader.readexactly(1), timeout=self._idle_timeout)
+        try:
+            # The reader's limit (HEAD_LIMIT) counts the rest only: the head may be a byte longer.
+            rest = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=self._head_timeout)
+        except asyncio.IncompleteReadError as exc:
+            raise asyncio.IncompleteReadError(first + exc.partial, exc.expected) from None
+        return first + rest
 
     def _shed(self) -> None:
         """Close the connections that have waited longest for a request, beyond the limit."""

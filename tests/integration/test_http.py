@@ -1,13 +1,16 @@
 """The daemon's HTTP server under the crowds and manners real scrapers and attackers bring.
 
-Every test starts the real `slotwatch run` and talks to it over loopback sockets only. The load
-tests point it at a database port nobody listens on (the server must answer whatever the
-database does); the consistency and negotiation tests watch real PostgreSQL 15 and 18.
+Every test talks to the server over loopback sockets only. Most start the real `slotwatch run`:
+the load tests point it at a database port nobody listens on (the server must answer whatever
+the database does); the consistency and negotiation tests watch real PostgreSQL 15 and 18. The
+keep-alive deadline tests start the HTTP server alone, in the test process, with deadlines of a
+second or so instead of the daemon's 10 s and 330 s.
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import resource
 import socket
@@ -17,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,7 +34,9 @@ from sandbox.cluster import Cluster
 from sandbox.consumer import create_slot, powersync_slot_name
 from sandbox.installs import PgInstall
 from sandbox.waiting import wait_until
-from slotwatch.serve.http import REQUESTS_PER_CONNECTION
+from slotwatch.serve.exposition import Exposition
+from slotwatch.serve.http import REQUESTS_PER_CONNECTION, HttpServer
+from slotwatch.serve.store import Snapshot
 
 POLL = 0.25
 FRESH_CLIENT_LIMIT = 1.0  # seconds: what a fresh scraper may wait, whatever the crowd
@@ -238,6 +244,151 @@ def test_resets_and_garbage_end_their_connection_with_a_debug_line_never_a_trace
     events = {str(r.get("event")) for r in _log_is_structured(daemon)}
     assert "http connection dropped" in events
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:80]
+
+
+# --- keep-alive deadlines, on the server alone ---------------------------------------------------
+
+ASK = b"GET /healthz HTTP/1.1\r\nHost: slotwatch\r\n\r\n"
+OK = b"HTTP/1.1 200 OK"
+DRIP = b"GET /healthz HTTP/1.1\r\nUser-Agent: drip"  # cycled, it never ends a head
+
+
+class _NoTargets:
+    def snapshot(self) -> Snapshot:
+        return Snapshot(())
+
+
+@contextmanager
+def _server(
+    *, head_timeout: float, idle_timeout: float, max_connections: int | None = None
+) -> Iterator[HttpServer]:
+    """The HTTP server alone, in this process, on a loopback port it binds itself (port 0: the
+    bind is atomic, no other process waits to take it)."""
+    server = HttpServer(
+        ("127.0.0.1", 0),
+        Exposition(_NoTargets()),
+        lambda: (True, "ok"),
+        lambda: {"targets": []},
+        max_connections=max_connections,
+        head_timeout=head_timeout,
+        idle_timeout=idle_timeout,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def _ask(sock: socket.socket) -> bytes:
+    """Send one request on `sock`, read its whole answer: its status line, or b"" if the server
+    closed the connection instead of answering."""
+    try:
+        sock.sendall(ASK)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return b""
+            data += chunk
+    except ConnectionError:
+        return b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = dict(line.split(b":", 1) for line in head.lower().split(b"\r\n")[1:] if b":" in line)
+    length = int(fields[b"content-length"])
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed the connection in the middle of an answer"
+        body += chunk
+    return head.split(b"\r\n", 1)[0]
+
+
+def _closed_after(sock: socket.socket, since: float, limit: float) -> float:
+    """Seconds from `since` until the server closes `sock` (inf if it is still open after
+    `limit` seconds). Nothing is sent meanwhile."""
+    sock.settimeout(limit)
+    try:
+        data = sock.recv(1)
+    except TimeoutError:
+        return float("inf")
+    except ConnectionError:
+        pass
+    else:
+        assert data == b"", f"the server sent {data!r} unasked"
+    return time.monotonic() - since
+
+
+def test_a_kept_alive_connection_idle_past_the_head_deadline_is_still_answered() -> None:
+    # A scraper on a 15 s interval leaves its connection idle 15 s, longer than the 10 s head
+    # deadline: the next scrape must be answered on that same connection, not find it closed.
+    with _server(head_timeout=0.5, idle_timeout=3) as server, _connect(server.port) as sock:
+        assert _ask(sock) == OK
+        time.sleep(1.5)  # idle: three head deadlines, half the idle one
+        assert _is_open(sock), "the server closed the idle connection before its idle deadline"
+        sock.settimeout(5)
+        assert _ask(sock) == OK  # the same socket: no reconnect
+
+
+def test_a_kept_alive_connection_is_closed_at_its_idle_deadline() -> None:
+    idle = 2.0
+    with _server(head_timeout=0.5, idle_timeout=idle) as server, _connect(server.port) as sock:
+        assert _ask(sock) == OK
+        closed = _closed_after(sock, time.monotonic(), limit=idle + 2)
+    assert idle - 0.25 <= closed <= idle + 1, closed
+
+
+def test_a_slow_head_on_a_kept_alive_connection_is_cut_at_the_head_deadline() -> None:
+    # The idle deadline only covers the wait for a request's first byte: from there on, the rest
+    # of the head has the head deadline, as on a fresh connection (the slowloris guard).
+    head = 1.0
+    with _server(head_timeout=head, idle_timeout=5) as server, _connect(server.port) as sock:
+        assert _ask(sock) == OK
+        time.sleep(1.5)  # idle past one head deadline first: the deadline starts at the drip
+        began = time.monotonic()
+        cut = None
+        for byte in itertools.islice(itertools.cycle(DRIP), 60):  # 6 s at 10 bytes a second
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                cut = time.monotonic() - began
+                break
+            if not _is_open(sock):
+                cut = time.monotonic() - began
+                break
+            sock.settimeout(5)
+            time.sleep(0.1)
+    assert cut is not None, "the dripping head was never cut"
+    assert head - 0.2 <= cut <= head + 0.5, cut
+
+
+def test_the_first_request_of_a_connection_has_only_the_head_deadline() -> None:
+    # A connection that never sends anything is a slowloris too: it gets the head deadline from
+    # the accept, never the idle one.
+    head = 0.5
+    with _server(head_timeout=head, idle_timeout=5) as server, _connect(server.port) as sock:
+        closed = _closed_after(sock, time.monotonic(), limit=4)
+    assert head - 0.2 <= closed <= head + 1, closed
+
+
+def test_idle_kept_alive_connections_are_shed_oldest_first_under_pressure() -> None:
+    # Idle between requests, a connection still counts as waiting: past `max_connections` the
+    # one idle longest is closed to make room for a fresh client.
+    with _server(head_timeout=0.5, idle_timeout=5, max_connections=3) as server:
+        idle = [_connect(server.port) for _ in range(3)]
+        try:
+            for sock in idle:
+                assert _ask(sock) == OK
+            with _connect(server.port) as fresh:
+                assert _ask(fresh) == OK
+            still_open = [_is_open(sock) for sock in idle]
+        finally:
+            for sock in idle:
+                sock.close()
+    assert still_open == [False, True, True]
 
 
 # --- with a real database ---------------------------------------------------------------------
