@@ -123,6 +123,9 @@ class Cluster(ChildProcess):
             "shared_buffers": "32MB",
             "log_line_prefix": "%m [%p] %a ",
             "log_replication_commands": "on",
+            # 14's default and Supabase's: PostgreSQL 13 would store md5 secrets, which a
+            # scram-sha-256 line in pg_hba.conf refuses ("does not have a valid SCRAM secret").
+            "password_encryption": "scram-sha-256",
             **(settings or {}),
         }
         self.initdb_seconds: float | None = None

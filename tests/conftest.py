@@ -1,9 +1,10 @@
-"""Fixtures over the real sandbox: PostgreSQL 15 and 18 clusters, pg_recvlogical, a PowerSync-like
-stream client and metrics endpoint, HTTP, snapshots.
+"""Fixtures over the real sandbox: PostgreSQL 13, 15 and 18 clusters, pg_recvlogical, a
+PowerSync-like stream client and metrics endpoint, HTTP, snapshots.
 
 Every test that takes ``pg_install`` (directly or through ``cluster``/``cluster_factory``) runs
-once per install, with ids ``pg15`` and ``pg18``. A missing install fails the run with what to
-install: a database test that silently skips proves nothing.
+once per install, with ids ``pg13``, ``pg15`` and ``pg18``: the oldest major slotwatch supports,
+Debian 12's, and the newest. A missing install fails the run with what to install: a database
+test that silently skips proves nothing.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _show_log(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="session", params=KNOWN_INSTALLS, ids=KNOWN_INSTALLS)
 def pg_install(request: pytest.FixtureRequest) -> PgInstall:
-    """One PostgreSQL install per parameter: ``pg15`` (Debian) and ``pg18`` (embedded wheel)."""
+    """One install per parameter: ``pg13`` (npm package), ``pg15`` (Debian), ``pg18`` (wheel)."""
     try:
         return get_install(request.param)
     except (InstallMissingError, ServerUserMissingError) as exc:

@@ -489,6 +489,17 @@ def _connect_as(cluster: Cluster, role: str, **params: str) -> psycopg.Connectio
     return conn
 
 
+def _terminate(admin: psycopg.Connection[Any], pid: int) -> tuple[Any, ...] | None:
+    """pg_terminate_backend, returning once the backend has exited (14's timeout form; on 13,
+    which has only the signal, by waiting for the pid to leave pg_stat_activity)."""
+    if admin.info.server_version >= 140000:
+        return admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()
+    ended = admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+    gone = "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %s)"
+    wait_until(lambda: admin.execute(gone, (pid,)).fetchone() == (True,), 5, message="exits")
+    return ended
+
+
 def test_monitoring_role_sees_everything_but_can_change_nothing(source: Cluster) -> None:
     streaming = "powersync_selfhost1_a0a0"
     snapshotting = "powersync_selfhost2_b1b1"
@@ -515,7 +526,12 @@ def test_monitoring_role_sees_everything_but_can_change_nothing(source: Cluster)
         assert slots[streaming].sent_lsn is not None
         assert slots[streaming].sender_application_name == CONSUMER_APP
         assert slots[snapshotting].consumer_busy
-        assert slots[streaming].total_bytes is not None
+        # The decoding counters come from pg_stat_replication_slots, which 14 added: on 13 the
+        # poll leaves them unknown rather than failing.
+        if source.install.major >= 14:
+            assert slots[streaming].total_bytes is not None
+        else:
+            assert slots[streaming].total_bytes is None
 
         # Without pg_monitor those figures are hidden: it is what the monitoring role needs.
         with (
@@ -562,12 +578,10 @@ def test_monitoring_role_sees_everything_but_can_change_nothing(source: Cluster)
         with _connect_as(source, "slotwatch_admin") as admin:
             with pytest.raises(errors.ObjectInUse):
                 admin.execute("SELECT pg_drop_replication_slot(%s)", (streaming,))
-            ended = admin.execute("SELECT pg_terminate_backend(%s, 5000)", (walsender,))
-            assert ended.fetchone() == (True,)
+            assert _terminate(admin, walsender) == (True,)
             admin.execute("SELECT pg_drop_replication_slot(%s)", (streaming,))
 
-            ended = admin.execute("SELECT pg_terminate_backend(%s, 5000)", (copier_pid,))
-            assert ended.fetchone() == (True,)
+            assert _terminate(admin, copier_pid) == (True,)
             copier.close()
             admin.execute("SELECT pg_drop_replication_slot(%s)", (snapshotting,))
 

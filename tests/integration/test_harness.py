@@ -53,11 +53,14 @@ def holds_throughout(predicate: Callable[[], bool], seconds: float) -> bool:
     return predicate()
 
 
-def test_both_installs_are_present_and_distinct() -> None:
+def test_every_install_is_present_and_distinct() -> None:
     installs = find_installs()
-    assert sorted(installs) == ["pg15", "pg18"]
-    assert installs["pg15"].major == 15
-    assert installs["pg18"].major == 18
+    assert sorted(installs) == ["pg13", "pg15", "pg18"]
+    assert {name: install.major for name, install in installs.items()} == {
+        "pg13": 13,
+        "pg15": 15,
+        "pg18": 18,
+    }
 
 
 def test_cluster_is_a_powersync_source(cluster: Cluster, pg_install: PgInstall) -> None:

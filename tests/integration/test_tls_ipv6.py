@@ -46,7 +46,7 @@ from sandbox.waiting import wait_until
 from slotwatch.poll.failures import classify_error
 
 # Installs whose server is built with TLS support (see the module docstring).
-TLS_INSTALLS = ("pg15",)
+TLS_INSTALLS = ("pg13", "pg15")
 OPENSSL = "/usr/bin/openssl"
 MON_ROLE = "slotwatch_mon"
 MON_PASSWORD = "tls-test-Secret-5e1f"  # noqa: S105 - a throwaway role on a throwaway server
@@ -309,15 +309,17 @@ def test_a_certificate_problem_is_a_tls_error_and_exit_69(
 
 
 def test_plaintext_against_a_tls_only_server_is_refused_by_pg_hba_as_auth(
-    tls_runs: dict[str, subprocess.CompletedProcess[str]],
+    tls_runs: dict[str, subprocess.CompletedProcess[str]], tls_server: Server
 ) -> None:
     # The server answered and its pg_hba.conf refused this connection: the same refusal as a
-    # role it does not let in, so auth and 77; libpq's "no encryption" says what to change.
+    # role it does not let in, so auth and 77; the server's "no encryption" (13: "SSL off")
+    # says what to change.
+    unencrypted = "no encryption" if tls_server.cluster.install.major >= 14 else "SSL off"
     line = _assert_down(
         tls_runs["plaintext"],
         code=EXIT_PERMISSION,
         reason="auth",
-        says=("no pg_hba.conf entry", "no encryption"),
+        says=("no pg_hba.conf entry", unencrypted),
     )
     assert "pg_hba.conf" in line
 
@@ -378,7 +380,7 @@ def test_tls_demanded_of_a_server_without_tls_is_a_tls_error(
 
 
 def test_tls_runs_on_every_install_built_with_it() -> None:
-    """Fails when the pg18 wheel gains TLS: then add it to TLS_INSTALLS."""
+    """Fails when the pg18 wheel gains TLS: then add it to TLS_INSTALLS (13 and 15 have it)."""
     cluster = Cluster(_install("pg18"), settings={"ssl": "on"})
     try:
         with pytest.raises(RuntimeError, match="SSL is not supported by this build"):
