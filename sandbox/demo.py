@@ -13,8 +13,8 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 from sandbox.cluster import Cluster
@@ -101,41 +101,37 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextmanager
-def _signals_only_set(stopped: threading.Event) -> Iterator[None]:
+def _on_stop_signals(act: Callable[[], None]) -> Iterator[None]:
+    """Each stop signal calls `act` instead of ending the process; the old handlers come back
+    afterwards."""
+
+    def handler(signum: int, frame: object) -> None:
+        act()
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _signals_only_set(stopped: threading.Event) -> AbstractContextManager[None]:
     """While the demo builds or removes its pieces, a stop signal only sets ``stopped``.
 
     An exception raised half-way through a start (initdb still writing the directory it was
     given, a server not yet recorded) would leave files and processes that nothing removes.
     """
-
-    def handler(signum: int, frame: object) -> None:
-        stopped.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return _on_stop_signals(stopped.set)
 
 
-@contextmanager
-def _signals_stop(service: Service) -> Iterator[None]:
+def _signals_stop(service: Service) -> AbstractContextManager[None]:
     """Ctrl-C, kill and a closing terminal (SIGHUP) each ask `service` to stop.
 
     `slotwatch run` installs its own SIGINT/SIGTERM handling once it runs; these cover the moment
     before that, and SIGHUP, whose default would end the process without removing anything.
     """
-
-    def handler(signum: int, frame: object) -> None:
-        service.request_stop()
-
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return _on_stop_signals(service.request_stop)
 
 
 def main() -> int:
