@@ -25,14 +25,12 @@ import functools
 import json
 import socket
 import struct
-import threading
 import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from sandbox.lifecycle import ServedHTTP
+from sandbox.standin_http import HTTPStandin, StandinHandler
 
 MODES = (
     "ok",
@@ -92,40 +90,24 @@ def probe_body(age_seconds: float = 0.0) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
+class _Handler(StandinHandler["LivenessServer"]):
+    content_type = "application/json; charset=utf-8"
+    paths = PROBE_PATHS
+    not_found_body = b'{"error":"not found"}'
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
-        """Quiet: a test's output should not fill with access logs."""
-
-    def do_GET(self) -> None:
-        owner = self.server.owner
-        owner._count_hit()
-        if self.path.split("?")[0] not in PROBE_PATHS:
-            self._send(HTTPStatus.NOT_FOUND, b'{"error":"not found"}')
+    def _serve(self, mode: str) -> None:
+        special = {
+            "huge": self._send_huge,
+            "slow_redirect": self._send_slow_redirect,
+            "reset": self._reset,
+            "chunked": self._send_chunked,
+            "header_drip": self._drip_headers,
+            "body_drip": self._drip_body,
+        }.get(mode)
+        if special is not None:
+            special()
             return
-        mode = owner.mode
-        try:
-            if mode == "hang":
-                owner._wait_for_release()
-                self.close_connection = True
-                return
-            special = {
-                "huge": self._send_huge,
-                "slow_redirect": self._send_slow_redirect,
-                "reset": self._reset,
-                "chunked": self._send_chunked,
-                "header_drip": self._drip_headers,
-                "body_drip": self._drip_body,
-            }.get(mode)
-            if special is not None:
-                special()
-                return
-            self._send(*self._answer(mode, self.path))
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            # The client gave up first (a timeout, a size cap): that is its right.
-            return
+        self._send(*self._answer(mode, self.path))
 
     @staticmethod
     def _answer(mode: str, path: str) -> tuple[HTTPStatus, bytes, dict[str, str]]:
@@ -145,18 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
             return HTTPStatus.OK, double_gzip_bomb(), {"Content-Encoding": "gzip, gzip"}
         return HTTPStatus.OK, probe_body(), {}
 
-    def _send(self, status: HTTPStatus, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
     def _send_huge(self) -> None:
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", self.content_type)
         self.send_header("Content-Length", str(HUGE_BODY_BYTES))
         self.end_headers()
         remaining = HUGE_BODY_BYTES
@@ -186,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_chunked(self) -> None:
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", self.content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         chunk = b"%x\r\n%b\r\n" % (len(_CHUNK), _CHUNK)
@@ -204,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _drip_body(self) -> None:
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", self.content_type)
         self.send_header("Content-Length", "1000")
         self.end_headers()
         self.wfile.flush()
@@ -215,31 +188,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, owner: LivenessServer) -> None:
-        self.owner = owner
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class LivenessServer(ServedHTTP):
+class LivenessServer(HTTPStandin):
     """The endpoint on 127.0.0.1 (a free port), started by :meth:`start` or ``with``."""
+
+    modes = MODES
+    mode_noun = "liveness mode"
 
     def __init__(self, mode: str = "ok", *, drip: float = 1.0) -> None:
         self.drip = drip  # seconds between bytes (drips) or before each hop (slow_redirect)
-        self._lock = threading.Lock()
-        self._release = threading.Event()
-        self._stopping = threading.Event()
-        self.mode = "ok"
-        self.set_mode(mode)
-        self._server = _Server(self)
+        super().__init__(_Handler, mode)
         self._thread_name = f"liveness-{self.port}"
-
-    @property
-    def port(self) -> int:
-        port: int = self._server.server_address[1]
-        return port
 
     @property
     def base_url(self) -> str:
@@ -251,29 +209,6 @@ class LivenessServer(ServedHTTP):
         return f"{self.base_url}/probes/liveness"
 
     def set_mode(self, mode: str) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown liveness mode {mode!r}; choose one of {', '.join(MODES)}")
-        if mode.endswith("gzip_bomb"):
+        if mode in MODES and mode.endswith("gzip_bomb"):
             double_gzip_bomb()  # made here, before a probe's deadline runs, not in the handler
-        if mode == "hang":
-            if self._release.is_set():
-                self._release = threading.Event()
-        else:
-            # Requests already held by hang end without an answer.
-            self._release.set()
-        self.mode = mode
-
-    def release(self) -> None:
-        """End the requests held by ``hang`` (without an answer); later ones hang again."""
-        held = self._release
-        if self.mode == "hang":
-            self._release = threading.Event()
-        held.set()
-
-    def _wait_for_release(self) -> None:
-        release = self._release
-        while not release.wait(0.1) and not self._stopping.is_set():
-            continue
-
-    def _wake_held(self) -> None:
-        self._release.set()
+        super().set_mode(mode)

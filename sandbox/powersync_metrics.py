@@ -16,22 +16,21 @@ Where the counters come from:
 - or :meth:`add` by hand, for a consumer whose account the test writes itself.
 
 Modes (:meth:`set_mode`): ``ok``; ``fail`` answers 503; ``hang`` holds the request unanswered
-until the mode changes or the server stops (a frozen node process: its endpoint times out).
+until :meth:`release`, a change of mode, or the server stops (a frozen node process: its endpoint
+times out).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sandbox.lifecycle import ServedHTTP
 from sandbox.replicator import Progress, Replicator
+from sandbox.standin_http import HTTPStandin, StandinHandler
 
 MODES = ("ok", "fail", "hang")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -66,66 +65,34 @@ class _Collector(Collector):
             )
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
+class _Handler(StandinHandler["PowerSyncMetrics"]):
+    content_type = CONTENT_TYPE
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
-        """Quiet: a test's output should not fill with access logs."""
-
-    def do_GET(self) -> None:
-        owner = self.server.owner
-        owner._count_hit()
-        mode = owner.mode
-        try:
-            if mode == "hang":
-                owner._wait_while_hanging()
-                self.close_connection = True
-                return
-            if mode == "fail":
-                self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"unavailable\n")
-                return
-            self._send(HTTPStatus.OK, generate_latest(owner.registry))
-        except (BrokenPipeError, ConnectionResetError):
-            return  # the client gave up first (its timeout): that is its right
-
-    def _send(self, status: HTTPStatus, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def _serve(self, mode: str) -> None:
+        if mode == "fail":
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"unavailable\n")
+            return
+        self._send(HTTPStatus.OK, generate_latest(self.server.owner.registry))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, owner: PowerSyncMetrics) -> None:
-        self.owner = owner
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class PowerSyncMetrics(ServedHTTP):
+class PowerSyncMetrics(HTTPStandin):
     """The endpoint on 127.0.0.1 (a free port), started by :meth:`start` or ``with``."""
+
+    modes = MODES
 
     def __init__(self, lag_seconds: float | None = None) -> None:
         self.lag_seconds = lag_seconds
-        self.mode = "ok"
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
-        self._lock = threading.Lock()
         self._manual = Progress()
         self._source: Callable[[], Progress] | None = None
-        self._unhang = threading.Event()
-        self._unhang.set()
-        self._stopping = threading.Event()
-        self._server = _Server(self)
+        super().__init__(_Handler)
         self._thread_name = "powersync-metrics"
 
     @property
     def url(self) -> str:
         """The URL ``SLOTWATCH_CONSUMER_METRICS_URL`` takes."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
+        return f"http://127.0.0.1:{self.port}/metrics"
 
     @property
     def progress(self) -> Progress:
@@ -155,19 +122,3 @@ class PowerSyncMetrics(ServedHTTP):
             raise ValueError("counters only go up")
         with self._lock:
             self._manual = self._manual + Progress(rows, bytes, transactions, chunks)
-
-    def set_mode(self, mode: str) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        self.mode = mode
-        if mode == "hang":
-            self._unhang.clear()
-        else:
-            self._unhang.set()
-
-    def _wait_while_hanging(self) -> None:
-        while not self._unhang.wait(0.1) and not self._stopping.is_set():
-            continue
-
-    def _wake_held(self) -> None:
-        self._unhang.set()
