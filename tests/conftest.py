@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from slotwatch_proc import SlotwatchFactory, SlotwatchProcess
@@ -27,6 +27,7 @@ from sandbox.snapshot import SnapshotSession
 from sandbox.waiting import wait_until
 
 LOG_TAIL_CHARS = 6000
+ClientT = TypeVar("ClientT", Consumer, Replicator)  # a slot's streaming client
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -86,52 +87,10 @@ def cluster(pg_install: PgInstall) -> Iterator[Cluster]:
         yield shared
 
 
-@pytest.fixture
-def consumer_factory() -> Iterator[Callable[..., Consumer]]:
-    """``consumer_factory(cluster, slot_name=None, *, sync_rules_id=1, create=True, start=True,
-    **Consumer kwargs) -> Consumer``.
-
-    Without ``slot_name`` a fresh PowerSync-style name is drawn. At teardown every consumer is
-    stopped and every slot the factory created is dropped, so tests sharing a cluster never see
-    each other's slots.
-    """
-    made: list[tuple[Consumer, bool]] = []
-
-    def make(
-        cluster: Cluster,
-        slot_name: str | None = None,
-        *,
-        sync_rules_id: int = 1,
-        create: bool = True,
-        start: bool = True,
-        **kwargs: Any,
-    ) -> Consumer:
-        name = slot_name or powersync_slot_name(sync_rules_id)
-        if create:
-            create_slot(cluster, name)
-        consumer = Consumer(cluster, name, **kwargs)
-        made.append((consumer, create))
-        if start:
-            consumer.start()
-        return consumer
-
-    yield make
-    for consumer, created in made:
-        consumer.destroy()
-        if created and consumer.cluster.running:
-            _drop_slot(consumer.cluster, consumer.slot_name)
-
-
-@pytest.fixture
-def replicator_factory() -> Iterator[Callable[..., Replicator]]:
-    """``replicator_factory(cluster, slot_name=None, *, sync_rules_id=1, create=True, drop=None,
-    start=True, **Replicator kwargs) -> Replicator``: a stream client that confirms like PowerSync.
-
-    As ``consumer_factory``: a fresh PowerSync-style slot name unless one is given; at teardown
-    every client is stopped and every slot the factory created (or was told to ``drop``: one
-    the test creates itself later) is dropped.
-    """
-    made: list[tuple[Replicator, bool]] = []
+def _slot_clients(kind: type[ClientT]) -> Iterator[Callable[..., ClientT]]:
+    """The body of ``consumer_factory`` and ``replicator_factory``, which differ only in ``kind``:
+    make clients of ``kind``, remember them, and tear every one down after the test."""
+    made: list[tuple[ClientT, bool]] = []
 
     def make(
         cluster: Cluster,
@@ -142,21 +101,45 @@ def replicator_factory() -> Iterator[Callable[..., Replicator]]:
         drop: bool | None = None,
         start: bool = True,
         **kwargs: Any,
-    ) -> Replicator:
+    ) -> ClientT:
         name = slot_name or powersync_slot_name(sync_rules_id)
         if create:
             create_slot(cluster, name)
-        replicator = Replicator(cluster, name, **kwargs)
-        made.append((replicator, create if drop is None else drop))
+        client = kind(cluster, name, **kwargs)
+        made.append((client, create if drop is None else drop))
         if start:
-            replicator.start()
-        return replicator
+            client.start()
+        return client
 
     yield make
-    for replicator, drop_slot in made:
-        replicator.destroy()
-        if drop_slot and replicator.cluster.running:
-            _drop_slot(replicator.cluster, replicator.slot_name)
+    for client, drop_slot in made:
+        client.destroy()
+        if drop_slot and client.cluster.running:
+            _drop_slot(client.cluster, client.slot_name)
+
+
+@pytest.fixture
+def consumer_factory() -> Iterator[Callable[..., Consumer]]:
+    """``consumer_factory(cluster, slot_name=None, *, sync_rules_id=1, create=True, drop=None,
+    start=True, **Consumer kwargs) -> Consumer``.
+
+    Without ``slot_name`` a fresh PowerSync-style name is drawn. At teardown every consumer is
+    stopped and every slot the factory created (or was told to ``drop``: one the test creates
+    itself later) is dropped, so tests sharing a cluster never see each other's slots.
+    """
+    yield from _slot_clients(Consumer)
+
+
+@pytest.fixture
+def replicator_factory() -> Iterator[Callable[..., Replicator]]:
+    """``replicator_factory(cluster, slot_name=None, *, sync_rules_id=1, create=True, drop=None,
+    start=True, **Replicator kwargs) -> Replicator``: a stream client that confirms like PowerSync.
+
+    As ``consumer_factory``: a fresh PowerSync-style slot name unless one is given; at teardown
+    every client is stopped and every slot the factory created (or was told to ``drop``) is
+    dropped.
+    """
+    yield from _slot_clients(Replicator)
 
 
 @pytest.fixture
