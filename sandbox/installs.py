@@ -112,9 +112,7 @@ def _npm_pg13() -> PgInstall:
             target.symlink_to(Path(link["source"]).name)
     (root / "bin" / "pg_recvlogical").symlink_to(client)
     _make_world_readable(root)
-    bindir = root / "bin"
-    _check_complete("pg13", bindir, hint)
-    return PgInstall("pg13", _major_of(bindir), bindir)
+    return PgInstall("pg13", _major_of(root / "bin"), root / "bin")
 
 
 def _world_readable_copy(site_packages: Path) -> Path:

