@@ -272,6 +272,38 @@ def server_time(cluster: Cluster) -> dict[str, tuple[float, float]]:
     return {role: (float(total), float(calls)) for role, total, calls in rows}
 
 
+def interleaved(
+    first: Callable[[], object], second: Callable[[], object], runs: int
+) -> tuple[list[float], list[float]]:
+    """Seconds each of `runs` calls of `first` and of `second` took, called in turns A B / B A
+    so that drift hits both."""
+    times: tuple[list[float], list[float]] = ([], [])
+    order = ((times[0], first), (times[1], second))
+    for i in range(runs):
+        for sink, run in order if i % 2 == 0 else order[::-1]:
+            began = time.perf_counter()
+            run()
+            sink.append(time.perf_counter() - began)
+    return times
+
+
+def against_floor(name: str, times: list[float], floor: list[float]) -> Row:
+    """A row of `times` (seconds) in ms, with its ratio to the floor's median."""
+    median, floor_median = statistics.median(times), statistics.median(floor)
+    detail = {"floor_ms": floor_median * 1000, "ratio_to_floor": median / floor_median}
+    return Row(name, "ms", median * 1000, None, detail)
+
+
+def statement_only(target: db.TargetConnection, conn: Any) -> Callable[[], object] | None:
+    """The poll's own statement, fetched as the poll fetches it (rows through psycopg, no
+    parsing); None for a checkout whose poll has no such step."""
+    fetch = getattr(db, "fetch_rows", None)
+    statement = getattr(target, "_statement", None)
+    if fetch is None or statement is None:
+        return None
+    return lambda: fetch(conn, statement, SLOT_PATTERN, "powersync/%", all_counters=False)
+
+
 def render_cost(recorder: Recorder) -> Callable[[], bytes]:
     """What the first scrape after a new snapshot costs: the body slotwatch serves for it."""
     try:
@@ -367,7 +399,7 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
                         f"poll saw {len(first.slots)} slots, not {count}: {first.error}"
                     )
                 render = render_cost(recorder)
-                clock = [time.time() - DEFAULT_INTERVAL * (STEADY_POLLS + size.polls)]
+                clock = [time.time() - DEFAULT_INTERVAL * (STEADY_POLLS + 2 * size.polls)]
 
                 def full_poll() -> None:
                     result = target.poll()
@@ -377,23 +409,26 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
 
                 for _ in range(STEADY_POLLS):  # fill the forecast window, untimed, uncounted
                     full_poll()
-                cluster.execute("SELECT pg_stat_statements_reset()")
-                full: list[float] = []
-                bare: list[float] = []
                 conn = target._conn  # the floor runs on the poll's own connection
                 assert conn is not None
 
                 def bare_query() -> None:
                     conn.execute(BARE).fetchall()
 
-                for i in range(size.polls):
-                    pair = ((full, full_poll), (bare, bare_query))
-                    for sink, fn in pair if i % 2 == 0 else pair[::-1]:
-                        began = time.perf_counter()
-                        fn()
-                        sink.append(time.perf_counter() - began)
-                    timed_get(client, pe.url)
+                # Statements and server time: a poll, then a scrape of the exporter, in turns.
+                cluster.execute("SELECT pg_stat_statements_reset()")
+                interleaved(full_poll, lambda: timed_get(client, pe.url), size.polls)
                 stats = server_time(cluster)
+                # The full poll, and then its statement alone, against the floor with nothing in
+                # between: a scrape of the exporter between them slowed both, the floor most
+                # (at 10 slots, 0.24 to 0.49 ms), which flattered the ratio.
+                full, bare = interleaved(full_poll, bare_query, size.polls)
+                own_statement = statement_only(target, conn)
+                own, floor = (
+                    interleaved(own_statement, bare_query, size.polls)
+                    if own_statement is not None
+                    else ([], [])
+                )
             finally:
                 target.close()
             poll_ms = stats["bench_poll"][0] / size.polls
@@ -458,18 +493,21 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
             Row("RSS with a full window", "MiB", steady[1], rss_warm[p]),
             Row("connections per minute", "n", conns[s], conns[p]),
         ]
-    rows.append(
-        Row(
-            "full poll vs bare slot query",
-            "ms",
-            statistics.median(full) * ms,
-            None,
-            {
-                "floor_ms": statistics.median(bare) * ms,
-                "ratio_to_floor": statistics.median(full) / statistics.median(bare),
-            },
-        )
-    )
+    rows.append(against_floor("full poll vs bare slot query", full, bare))
+    if own:
+        # Where the full poll's time goes: the statement slotwatch needs, against the same
+        # floor, and what the client does with its rows (parse, judge, render), per slot.
+        client = statistics.median(full) - statistics.median(own)
+        rows += [
+            against_floor("its statement alone vs bare slot query", own, floor),
+            Row(
+                "full poll less its statement (parse, judge, render)",
+                "ms",
+                client * 1000,
+                None,
+                {"per_slot_us": client * 1e6 / count},
+            ),
+        ]
     return rows
 
 
@@ -714,6 +752,8 @@ def markdown(results: dict[str, Any], quick: bool, began: float, seconds: float)
             if "ratio_to_floor" in row.detail:
                 floor, times = row.detail["floor_ms"], row.detail["ratio_to_floor"]
                 extra = f" (floor {_num(floor)} ms: {times:.2f}x)"
+            if "per_slot_us" in row.detail:
+                extra = f" ({_num(row.detail['per_slot_us'])} us a slot)"
             ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
             out.append(
                 f"| {row.name}{extra} | {row.unit} | {_num(row.slotwatch)}"
