@@ -218,33 +218,10 @@ def poll_document(result: PollResult) -> list[dict[str, object]]:
 # -- timing helpers -----------------------------------------------------------------------------
 
 
-def per_call(fn: Callable[[], object], loops: int) -> float:
-    began = time.perf_counter()
-    for _ in range(loops):
-        fn()
-    return (time.perf_counter() - began) / loops
-
-
-def interleaved(
-    subject: Callable[[], object], peer: Callable[[], object], loops: int, repeats: int
-) -> tuple[float, float]:
-    """Median seconds per call of each, alternating which goes first so drift hits both alike."""
-    mine: list[float] = []
-    theirs: list[float] = []
-    for r in range(repeats):
-        if r % 2 == 0:
-            mine.append(per_call(subject, loops))
-            theirs.append(per_call(peer, loops))
-        else:
-            theirs.append(per_call(peer, loops))
-            mine.append(per_call(subject, loops))
-    return statistics.median(mine), statistics.median(theirs)
-
-
 def loops_for(fn: Callable[[], object], budget: float) -> int:
     """How many calls fit in `budget` seconds, from one timed call after a warm-up call."""
     fn()
-    return max(1, int(budget / max(per_call(fn, 1), 1e-7)))
+    return max(1, int(budget / max(scale.per_call(fn, 1), 1e-7)))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -423,10 +400,12 @@ def _scrape(count: int, repeats: int) -> Figure:
     peer.update(families)
     series = _same_series(generate_latest(registry), generate_latest(peer.registry))
     loops = loops_for(lambda: generate_latest(registry), 0.05)
-    mine, theirs = interleaved(
+    mine, theirs = scale.interleaved(
         lambda: generate_latest(registry), lambda: generate_latest(peer.registry), loops, repeats
     )
-    update = per_call(lambda: peer.update(list(SlotwatchCollector(store.store).collect())), loops)
+    update = scale.per_call(
+        lambda: peer.update(list(SlotwatchCollector(store.store).collect())), loops
+    )
     return Figure(
         f"scrape, {count} slot{'s' if count > 1 else ''}",
         "us",
@@ -605,8 +584,8 @@ def bench_cpu(size: Size) -> list[Figure]:
             store.record_poll(result)
 
     per_slot = len(measured) * size.cpu_slots
-    mine, theirs = interleaved(classify_all, parse_all, 1, size.cpu_repeats)
-    fold = per_call(fold_all, 1) / (len(polls) * size.cpu_slots)
+    mine, theirs = scale.interleaved(classify_all, parse_all, 1, size.cpu_repeats)
+    fold = scale.per_call(fold_all, 1) / (len(polls) * size.cpu_slots)
     return [
         Figure(
             "observe+classify per slot",

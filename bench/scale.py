@@ -272,25 +272,32 @@ def server_time(cluster: Cluster) -> dict[str, tuple[float, float]]:
     return {role: (float(total), float(calls)) for role, total, calls in rows}
 
 
+def per_call(fn: Callable[[], object], loops: int) -> float:
+    began = time.perf_counter()
+    for _ in range(loops):
+        fn()
+    return (time.perf_counter() - began) / loops
+
+
 def interleaved(
-    first: Callable[[], object], second: Callable[[], object], runs: int
-) -> tuple[list[float], list[float]]:
-    """Seconds each of `runs` calls of `first` and of `second` took, called in turns A B / B A
-    so that drift hits both."""
-    times: tuple[list[float], list[float]] = ([], [])
-    order = ((times[0], first), (times[1], second))
-    for i in range(runs):
-        for sink, run in order if i % 2 == 0 else order[::-1]:
-            began = time.perf_counter()
-            run()
-            sink.append(time.perf_counter() - began)
-    return times
+    subject: Callable[[], object], peer: Callable[[], object], loops: int, repeats: int
+) -> tuple[float, float]:
+    """Median seconds per call of each, alternating which goes first so drift hits both alike."""
+    mine: list[float] = []
+    theirs: list[float] = []
+    for r in range(repeats):
+        if r % 2 == 0:
+            mine.append(per_call(subject, loops))
+            theirs.append(per_call(peer, loops))
+        else:
+            theirs.append(per_call(peer, loops))
+            mine.append(per_call(subject, loops))
+    return statistics.median(mine), statistics.median(theirs)
 
 
-def against_floor(name: str, times: list[float], floor: list[float]) -> Row:
-    """A row of `times` (seconds) in ms, with its ratio to the floor's median."""
-    median, floor_median = statistics.median(times), statistics.median(floor)
-    detail = {"floor_ms": floor_median * 1000, "ratio_to_floor": median / floor_median}
+def against_floor(name: str, median: float, floor: float) -> Row:
+    """A row of a median (seconds) in ms, with its ratio to the floor's median."""
+    detail = {"floor_ms": floor * 1000, "ratio_to_floor": median / floor}
     return Row(name, "ms", median * 1000, None, detail)
 
 
@@ -417,17 +424,17 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
 
                 # Statements and server time: a poll, then a scrape of the exporter, in turns.
                 cluster.execute("SELECT pg_stat_statements_reset()")
-                interleaved(full_poll, lambda: timed_get(client, pe.url), size.polls)
+                interleaved(full_poll, lambda: timed_get(client, pe.url), 1, size.polls)
                 stats = server_time(cluster)
                 # The full poll, and then its statement alone, against the floor with nothing in
                 # between: a scrape of the exporter between them slowed both, the floor most
                 # (at 10 slots, 0.24 to 0.49 ms), which flattered the ratio.
-                full, bare = interleaved(full_poll, bare_query, size.polls)
+                full, bare = interleaved(full_poll, bare_query, 1, size.polls)
                 own_statement = statement_only(target, conn)
-                own, floor = (
-                    interleaved(own_statement, bare_query, size.polls)
+                own = (
+                    interleaved(own_statement, bare_query, 1, size.polls)
                     if own_statement is not None
-                    else ([], [])
+                    else None
                 )
             finally:
                 target.close()
@@ -494,18 +501,18 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
             Row("connections per minute", "n", conns[s], conns[p]),
         ]
     rows.append(against_floor("full poll vs bare slot query", full, bare))
-    if own:
+    if own is not None:
         # Where the full poll's time goes: the statement slotwatch needs, against the same
         # floor, and what the client does with its rows (parse, judge, render), per slot.
-        client = statistics.median(full) - statistics.median(own)
+        statement, floor = own
         rows += [
-            against_floor("its statement alone vs bare slot query", own, floor),
+            against_floor("its statement alone vs bare slot query", statement, floor),
             Row(
                 "full poll less its statement (parse, judge, render)",
                 "ms",
-                client * 1000,
+                (full - statement) * 1000,
                 None,
-                {"per_slot_us": client * 1e6 / count},
+                {"per_slot_us": (full - statement) * 1e6 / count},
             ),
         ]
     return rows
