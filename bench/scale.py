@@ -272,6 +272,15 @@ def server_time(cluster: Cluster) -> dict[str, tuple[float, float]]:
     return {role: (float(total), float(calls)) for role, total, calls in rows}
 
 
+def poll_stamp(text: str) -> float:
+    """When the default target's last poll succeeded, from a /metrics body (0 if not yet)."""
+    prefix = 'slotwatch_last_poll_success_timestamp_seconds{target="default"} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
 def per_call(fn: Callable[[], object], loops: int) -> float:
     began = time.perf_counter()
     for _ in range(loops):
@@ -370,6 +379,11 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
         with httpx.Client(timeout=120) as client:
             matched = f'slotwatch_matched_slots{{target="default"}} {float(count)}'
             sw.wait_ready(client, lambda text: matched in text)
+            # Warm means that a poll has replaced another: after its first poll the daemon holds
+            # one poll's rows and judgements, where a running one holds the last poll's while it
+            # judges the next (at 1,000 slots its RSS read 1.7 MiB low after one poll).
+            first = poll_stamp(client.get(sw.url).text)
+            sw.wait_ready(client, lambda text: poll_stamp(text) > first)
             pe.wait_ready(client, lambda text: "pg_up 1" in text)
             sides = [sw, pe] if not flip else [pe, sw]
             for _ in range(5):  # warm-up
