@@ -115,6 +115,15 @@ def test_the_exporter_comparison_is_written_by_the_command(
         assert by_name["series"]["exporter"] > 0
         for name in ("/metrics median", "server time per poll / scrape", "RSS after burst"):
             assert by_name[name]["ratio"] > 0, name
+        # The full poll against the floor, and split: its statement alone against the same
+        # floor, and the client's share, which is what is left of the full poll.
+        full = by_name["full poll vs bare slot query"]
+        statement = by_name["its statement alone vs bare slot query"]
+        client = by_name["full poll less its statement (parse, judge, render)"]
+        for row in (full, statement):
+            assert row["detail"]["floor_ms"] > 0
+            assert row["detail"]["ratio_to_floor"] > 0
+        assert math.isclose(client["slotwatch"], full["slotwatch"] - statement["slotwatch"])
     series = [
         next(r for r in rows if r["name"] == "series")["slotwatch"]
         for _, rows in sorted(scaled["per_n"].items(), key=lambda kv: int(kv[0]))
@@ -129,4 +138,6 @@ def test_the_exporter_comparison_is_written_by_the_command(
     report = next(tmp_path_factory.getbasetemp().rglob("results.md")).read_text()
     assert "## 1 slot" in report
     assert "## 10 slots" in report
+    assert "| its statement alone vs bare slot query (floor " in report
+    assert " us a slot) | ms |" in report
     assert "load average" in report
