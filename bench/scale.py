@@ -516,8 +516,8 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
         ]
     rows.append(against_floor("full poll vs bare slot query", full, bare))
     if own is not None:
-        # Where the full poll's time goes: the statement slotwatch needs, against the same
-        # floor, and what the client does with its rows (parse, judge, render), per slot.
+        # Where the full poll's time goes: the statement slotwatch needs, against a floor timed
+        # in its own turns, and what the client does with its rows (parse, judge, render).
         statement, floor = own
         rows += [
             against_floor("its statement alone vs bare slot query", statement, floor),
