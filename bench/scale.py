@@ -272,13 +272,14 @@ def server_time(cluster: Cluster) -> dict[str, tuple[float, float]]:
     return {role: (float(total), float(calls)) for role, total, calls in rows}
 
 
-def poll_stamp(text: str) -> float:
-    """When the default target's last poll succeeded, from a /metrics body (0 if not yet)."""
-    prefix = 'slotwatch_last_poll_success_timestamp_seconds{target="default"} '
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line.removeprefix(prefix))
-    return 0.0
+def poll_stamps(text: str) -> dict[str, float]:
+    """When each target's last poll succeeded, by target name, from a /metrics body."""
+    prefix = "slotwatch_last_poll_success_timestamp_seconds{"
+    return {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix)
+    }
 
 
 def per_call(fn: Callable[[], object], loops: int) -> float:
@@ -382,8 +383,8 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
             # Warm means that a poll has replaced another: after its first poll the daemon holds
             # one poll's rows and judgements, where a running one holds the last poll's while it
             # judges the next (at 1,000 slots its RSS read 1.7 MiB low after one poll).
-            first = poll_stamp(client.get(sw.url).text)
-            sw.wait_ready(client, lambda text: poll_stamp(text) > first)
+            once = poll_stamps(client.get(sw.url).text).get("default", 0.0)
+            sw.wait_ready(client, lambda text: poll_stamps(text).get("default", 0.0) > once)
             pe.wait_ready(client, lambda text: "pg_up 1" in text)
             sides = [sw, pe] if not flip else [pe, sw]
             for _ in range(5):  # warm-up
@@ -633,13 +634,11 @@ def fleet(cluster: Cluster, size: ScaleSize, workdir: Path) -> list[Row]:
                 cpu0 = sw.cpu_seconds()
                 t0 = time.monotonic()
                 while time.monotonic() < ends:
-                    body = client.get(sw.url).text
+                    stamps = poll_stamps(client.get(sw.url).text)
                     now = time.time()
-                    for line in body.splitlines():
-                        if line.startswith("slotwatch_last_poll_success_timestamp_seconds{"):
-                            name = line.split('"')[1]
-                            if not name.startswith("hole"):
-                                worst = max(worst, now - float(line.rsplit(" ", 1)[1]))
+                    for name, stamp in stamps.items():
+                        if not name.startswith("hole"):
+                            worst = max(worst, now - stamp)
                     time.sleep(1.0)  # the pace of observation
                 cpu_h = (sw.cpu_seconds() - cpu0) * 3600 / (time.monotonic() - t0)
                 last_rss = max(last_rss, sw.rss_mib())
