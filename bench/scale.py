@@ -622,7 +622,7 @@ def fleet(cluster: Cluster, size: ScaleSize, workdir: Path) -> list[Row]:
             with httpx.Client(timeout=60) as client:
 
                 def up_everywhere(text: str) -> bool:
-                    return text.count(" 1.0\n") and all(
+                    return " 1.0\n" in text and all(
                         f'slotwatch_up{{target="{name}"}} 1.0' in text for name in good
                     )
 

@@ -284,7 +284,10 @@ class Replicator(ChildProcess):
             row = self.cluster.slot(self.slot_name)
             return found[seen] if row and row["active"] else None
 
-        return wait_until(attached, timeout, message=f"{self.slot_name} attached")
+        event = wait_until(attached, timeout, message=f"{self.slot_name} attached")
+        if event is None:  # pragma: no cover - wait_until returns only a truthy answer
+            raise AssertionError("wait_until returned a falsy answer")
+        return event
 
     def log(self) -> str:
         """The child's stderr and every event so far, for a failing test to show."""
