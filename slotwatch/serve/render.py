@@ -11,15 +11,15 @@ keeps between renders what the next one will likely need again:
   family of the scope writes after its name; the scope's subjects are read once per render;
 - per `one_of=` family (slot state, WAL status: 11 of a slot's 25 series), the run of lines of
   each choice as a template, and which choice each subject had at the last render: a slot's
-  run changes only with its state, so a family whose subjects all kept theirs is copied, and
-  the runs are written from the templates only when one changed (the runs themselves, some
-  600 bytes a slot, are not kept: they are in the last body);
+  run changes only with its state, so a family whose subjects all kept theirs is not written,
+  and the runs are written from the templates only when one changed (the runs themselves, some
+  600 bytes a slot, are not kept);
 - per `series=` family, the `name{labels} ` of each series, by its label values;
 - the text of each number, by its repr (not its value: 0.0 and -0.0 are one dict key but two
   texts), written by `number_line`, which is `floatToGoString` made quicker for ints;
 - per family, what its samples were written from at the last render: when a render comes out
-  the same, its bytes are copied from the last body, which is kept (and shared with
-  `Exposition`'s answer), rather than written again.
+  the same, the family is not written at all; `render` says so with None in its place, and the
+  caller (`Exposition`, which keeps each family compressed) uses what it made of the last one.
 
 What is kept is bounded by what the last render wrote: a cache keyed by label values is cut
 back to the entries that render used once it holds more than twice as many (plus `SLACK`), and
@@ -324,27 +324,29 @@ class Renderer:
         self._families = tuple(_lines(family, openmetrics) for family in FAMILIES)
         self._scopes = {f.scope: _Subjects(f.scope.labels) for f in FAMILIES}
         self._numbers: Numbers = dict(_NUMBERS_SEED)
-        # The last render, and where in it each family's samples are: a family that writes
-        # the same bytes again is copied from there, so they are not kept twice.
-        self._last = memoryview(b"")
-        self._spans: list[slice] = []
 
-    def render(self, snapshot: Snapshot) -> bytes:
-        """The table's families for `snapshot`, exactly as the client library would write them
-        (for OpenMetrics, without the closing `# EOF`: the process metrics follow)."""
+    def render(self, snapshot: Snapshot) -> list[bytes | None]:
+        """Each family of the table for `snapshot` (its # HELP and # TYPE lines, then its
+        samples), exactly as the client library would write it; None for a family that would
+        write the bytes it wrote at this renderer's last render. Joined, they are the body (for
+        OpenMetrics without the closing `# EOF`: the process metrics follow).
+
+        A caller that cannot keep what a render returned calls `forget`."""
         try:
             return self._render(snapshot)
         except BaseException:
-            for lines in self._families:  # the last render is not what they wrote last
-                lines.forget()
+            self.forget()  # the last render is not what they wrote last
             raise
 
-    def _render(self, snapshot: Snapshot) -> bytes:
-        out: list[bytes | memoryview] = []
-        spans: list[slice] = []
-        at = 0
+    def forget(self) -> None:
+        """Write every family at the next render: none is taken to be as it was."""
+        for lines in self._families:
+            lines.forget()
+
+    def _render(self, snapshot: Snapshot) -> list[bytes | None]:
+        out: list[bytes | None] = []
         each: dict[Scope[Any], list[Any]] = {}  # each scope's subjects, read once per render
-        for index, lines in enumerate(self._families):
+        for lines in self._families:
             scope = lines.family.scope
             subjects = self._scopes[scope]
             if scope not in each:
@@ -352,16 +354,10 @@ class Renderer:
                 subjects.update(tuple([key for key, _ in pairs]))
                 each[scope] = [subject for _, subject in pairs]
             written = lines.write(subjects, each[scope], self._numbers)
-            samples = self._last[self._spans[index]] if written is None else written
-            at += len(lines.head)
-            spans.append(slice(at, at + len(samples)))
-            at += len(samples)
-            out += (lines.head, samples)
+            out.append(None if written is None else lines.head + written)
         if len(self._numbers) > NUMBERS_KEPT:
             self._numbers = dict(_NUMBERS_SEED)
-        body = b"".join(out)
-        self._last, self._spans = memoryview(body), spans
-        return body
+        return out
 
     def cached(self) -> int:
         """Entries kept between renders, all caches together."""
@@ -372,5 +368,7 @@ class Renderer:
 def render(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:
     """The table's families for `snapshot`, exactly as the client library would write them
     (for OpenMetrics, without the closing `# EOF`: the process metrics follow), from nothing
-    kept; `Renderer` writes the same, keeping what the next snapshot will need again."""
-    return Renderer(openmetrics=openmetrics).render(snapshot)
+    kept; `Renderer` writes the same, family by family, keeping what the next snapshot will
+    need again."""
+    families = Renderer(openmetrics=openmetrics).render(snapshot)
+    return b"".join([family for family in families if family is not None])

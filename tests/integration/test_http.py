@@ -551,6 +551,12 @@ def test_negotiation_gzip_the_landing_page_and_a_budget_ratio_of_at_most_one(
             unpacked = Metrics(gzip.decompress(raw).decode())
             assert unpacked.value("slotwatch_slot_active", slot=slot) == 0
             assert len(raw) < len(plain.content) / 3
+            # The stream is laid from segments compressed apart: the gzip command checks its
+            # CRC and length and reads back the same text.
+            tested = subprocess.run(["gzip", "-t"], input=raw, capture_output=True, check=False)
+            assert tested.returncode == 0, tested.stderr
+            read = subprocess.run(["gzip", "-dc"], input=raw, capture_output=True, check=True)
+            assert read.stdout == gzip.decompress(raw)
 
             refused = httpx.post(daemon.url + "/metrics", timeout=5)
             assert refused.status_code == 405

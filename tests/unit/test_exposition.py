@@ -3,9 +3,11 @@ snapshot, in the format and encoding the scraper asked for."""
 
 from __future__ import annotations
 
+import gc
 import gzip
 import random
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -194,7 +196,51 @@ def test_a_burst_shares_its_process_lines_and_later_scrapes_read_them_again() ->
     assert exposition.renders == 1
 
 
+def test_an_uncompressed_body_is_made_when_asked_and_not_kept_past_its_snapshot() -> None:
+    store = _Swappable(many_slots(1000))
+    exposition = Exposition(store, _empty_registry())
+    second = many_slots(1000)  # the next poll's, made before memory is traced
+    gc.collect()
+    tracemalloc.start()
+    try:
+        packed = exposition.response(None, "gzip").body
+        only_gzip = tracemalloc.get_traced_memory()[0]
+        plain = exposition.response(None, None).body
+        assert len(plain) > 1_900_000  # the body is nearly 2 MB ...
+        assert len(packed) < len(plain) / 10  # ... its gzip a tenth of it
+        del plain, packed
+        with_body = tracemalloc.get_traced_memory()[0]
+        assert with_body - only_gzip > 1_500_000  # held while its snapshot is current
+        store.current = second  # a new poll, scraped with gzip only from now on
+        packed = exposition.response(None, "gzip").body
+        assert tracemalloc.get_traced_memory()[0] < with_body - 1_500_000
+        assert gzip.decompress(packed) == render(second)
+    finally:
+        tracemalloc.stop()
+    assert exposition.renders == 2
+
+
 # --- what a Renderer keeps between renders ------------------------------------------------------
+
+
+class _Folded:
+    """A Renderer, and the body its families stand for: each None (a family as at the last
+    render) is filled from the last render, as `Exposition` fills it from its segments."""
+
+    def __init__(self, *, openmetrics: bool = False) -> None:
+        self.renderer = Renderer(openmetrics=openmetrics)
+        self.families: list[bytes] = []
+        self.written = 0  # families written (not None) by the last render
+
+    def render(self, snapshot: Snapshot) -> bytes:
+        families = self.renderer.render(snapshot)
+        self.written = sum(family is not None for family in families)
+        self.families = [
+            family if family is not None else self.families[index]
+            for index, family in enumerate(families)
+        ]
+        return b"".join(self.families)
+
 
 # Figures a slot may show: repeated ones (kept texts), zeros of both signs (one dict key, two
 # texts), ints beyond a float's exact range, and the non-finite ones.
@@ -258,7 +304,7 @@ def _churning(count: int, seed: int = 11) -> Iterator[Snapshot]:
 
 
 def test_one_renderer_across_a_churning_sequence_writes_what_the_library_writes() -> None:
-    text, openmetrics = Renderer(), Renderer(openmetrics=True)
+    text, openmetrics = _Folded(), _Folded(openmetrics=True)
     store = _Swappable(SNAPSHOT)
     exposition = Exposition(store, _empty_registry())
     for snapshot in [*_churning(40), SNAPSHOT, Snapshot(()), SNAPSHOT]:
@@ -275,17 +321,23 @@ def test_one_renderer_across_a_churning_sequence_writes_what_the_library_writes(
 
 
 def test_a_renderer_writes_the_same_snapshot_again_the_same() -> None:
-    renderer = Renderer()
+    renderer = _Folded()
     snapshot = many_slots(300)
     first = renderer.render(snapshot)
+    assert renderer.written == len(renderer.families)  # the first render writes them all
     assert renderer.render(snapshot) == first
+    assert renderer.written == 0  # and the same snapshot none
     assert renderer.render(many_slots(300)) == first  # equal figures, other objects
+    assert renderer.written == 0
     assert renderer.render(SNAPSHOT) == _library(SNAPSHOT)
     assert renderer.render(snapshot) == first
+    renderer.renderer.forget()
+    assert renderer.render(snapshot) == first
+    assert renderer.written == len(renderer.families)  # forgotten: every family written again
 
 
 def test_a_slot_that_changes_state_is_written_anew_among_those_copied() -> None:
-    renderer = Renderer()
+    renderer = _Folded()
     snapshot = many_slots(300)
     before = renderer.render(snapshot)
     view = snapshot.targets[0]
@@ -295,6 +347,7 @@ def test_a_slot_that_changes_state_is_written_anew_among_those_copied() -> None:
         changed[k] = replace(changed[k], assessment=moved)
     after = Snapshot((replace(view, slots=tuple(changed)), *snapshot.targets[1:]))
     assert renderer.render(after) == _library(after) != before
+    assert renderer.written == 1  # the state family; the others are as they were
     assert renderer.render(snapshot) == _library(snapshot) == before  # and back
 
 
@@ -342,7 +395,7 @@ def test_numbers_are_written_as_the_library_writes_them(value: float) -> None:
 
 
 def test_a_render_that_fails_halfway_leaves_the_next_one_right() -> None:
-    renderer = Renderer()
+    renderer = _Folded()
     renderer.render(SNAPSHOT)
     moved = replace(PROD, polls_skipped=PROD.polls_skipped + 1)  # a target figure: written first
     broken = Snapshot((replace(moved, slots=(*PROD.slots, None)), REPLICA))  # type: ignore[arg-type]
