@@ -321,15 +321,16 @@ def statement_only(target: db.TargetConnection, conn: Any) -> Callable[[], objec
     return lambda: fetch(conn, statement, SLOT_PATTERN, "powersync/%", all_counters=False)
 
 
-def render_cost(recorder: Recorder) -> Callable[[], bytes]:
-    """What the first scrape after a new snapshot costs: the body slotwatch serves for it."""
+def render_cost(recorder: Recorder) -> Callable[[], object]:
+    """What the first scrape after a new snapshot costs: the answer slotwatch serves for it,
+    compressed, as Prometheus and VictoriaMetrics ask for it (`Accept-Encoding: gzip`)."""
     try:
         from slotwatch.serve.exposition import Exposition  # noqa: PLC0415 - where it exists
     except ImportError:  # a checkout that renders on every scrape through the client library
         registry = build_registry(recorder.store)
         return lambda: generate_latest(registry)
     exposition = Exposition(recorder.store)
-    return lambda: exposition.response(None, None).chunks[0]  # what the daemon sends, unjoined
+    return lambda: exposition.response(None, "gzip").chunks  # what the daemon sends, unjoined
 
 
 # -- the cluster --------------------------------------------------------------------------------
