@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,7 +59,7 @@ class _Part:
     """One format's render of one snapshot: its families' segments laid end to end, after the
     gzip header, and the CRC-32 and length of their text; the text itself only once asked for."""
 
-    snapshot: Snapshot
+    snapshot: weakref.ref[Snapshot]  # not kept alive by its render: its poll's data goes with it
     stream: bytes
     crc: int
     size: int
@@ -75,7 +76,7 @@ class _Part:
 
 @dataclass(frozen=True, slots=True)
 class _Body:
-    snapshot: Snapshot
+    snapshot: weakref.ref[Snapshot]
     tail_at: float  # when the process metrics in it were read
     chunks: tuple[bytes, ...]
 
@@ -133,25 +134,26 @@ class Exposition:
         return Response(body.chunks, content_type, encoding)
 
     def _fresh(self, body: _Body, snapshot: Snapshot) -> bool:
-        return body.snapshot is snapshot and time.monotonic() - body.tail_at < self._process_ttl
+        return body.snapshot() is snapshot and time.monotonic() - body.tail_at < self._process_ttl
 
     def _build(self, snapshot: Snapshot, openmetrics: bool, packed: bool) -> _Body:
         """Under the lock: reuse this snapshot's render and recent process lines if there are."""
         part = self._parts.get(openmetrics)
-        if part is None or part.snapshot is not snapshot:
+        if part is None or part.snapshot() is not snapshot:
             part = self._render(snapshot, openmetrics)
             self.renders += 1
             # What is kept of older snapshots goes, in either format: an uncompressed body
             # asked for once is not held for as long as nobody asks for one again.
-            self._parts = {f: p for f, p in self._parts.items() if p.snapshot is snapshot}
-            self._bodies = {k: b for k, b in self._bodies.items() if b.snapshot is snapshot}
+            self._parts = {f: p for f, p in self._parts.items() if p.snapshot() is snapshot}
+            self._bodies = {k: b for k, b in self._bodies.items() if b.snapshot() is snapshot}
             self._parts[openmetrics] = part
         tail_at, tail = self._tails.get(openmetrics, (-self._process_ttl, b""))
         if time.monotonic() - tail_at >= self._process_ttl:
             tail_at = time.monotonic()
             tail = (generate_openmetrics if openmetrics else generate_latest)(self._process)
             self._tails[openmetrics] = (tail_at, tail)
-        return _Body(snapshot, tail_at, part.gzipped(tail) if packed else (part.plain(), tail))
+        chunks = part.gzipped(tail) if packed else (part.plain(), tail)
+        return _Body(part.snapshot, tail_at, chunks)
 
     def _render(self, snapshot: Snapshot, openmetrics: bool) -> _Part:
         """The families of `snapshot`, compressed again only where they changed."""
@@ -164,4 +166,4 @@ class Exposition:
             renderer.forget()
             raise
         self._streams[openmetrics] = stream
-        return _Part(snapshot, stream.data, stream.crc, stream.size)
+        return _Part(weakref.ref(snapshot), stream.data, stream.crc, stream.size)

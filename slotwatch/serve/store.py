@@ -54,8 +54,10 @@ class TargetView:
     consumer_enabled: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Snapshot:
+    # Weakly referable: what is rendered of a snapshot names it without keeping it (and the
+    # poll's rows and judgements in it) alive once the store has swapped in the next.
     targets: tuple[TargetView, ...]
 
 

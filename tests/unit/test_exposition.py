@@ -8,6 +8,7 @@ import gzip
 import random
 import threading
 import tracemalloc
+import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -218,6 +219,19 @@ def test_an_uncompressed_body_is_made_when_asked_and_not_kept_past_its_snapshot(
     finally:
         tracemalloc.stop()
     assert exposition.renders == 2
+
+
+def test_what_is_kept_of_a_render_does_not_keep_its_snapshot_alive() -> None:
+    store = _Swappable(many_slots(50))
+    exposition = Exposition(store, _empty_registry())
+    for accept, encoding in ((None, None), (None, "gzip"), (PROMETHEUS_2_ACCEPT, None)):
+        exposition.response(accept, encoding)
+    polled = weakref.ref(store.current)
+    store.current = many_slots(50)  # the next poll lands; nobody has scraped it yet
+    gc.collect()
+    assert polled() is None  # the last poll's rows and judgements are already gone
+    assert gzip.decompress(exposition.response(None, "gzip").body).startswith(render(store.current))
+    assert exposition.renders == 3
 
 
 # --- what a Renderer keeps between renders ------------------------------------------------------
