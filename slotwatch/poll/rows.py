@@ -6,6 +6,7 @@ logical slot whose decoding counters were not read this poll keeps the last ones
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from operator import itemgetter
@@ -23,6 +24,12 @@ _OTHER_FIELDS = tuple(f.name for f in fields(OtherSlotRow))
 _SLOT_TYPE_AT = _SLOT_FIELDS.index("slot_type")
 # The counters are SlotRow's last fields (a unit test holds it): carrying them swaps the tail.
 _READ_AT = len(_SLOT_FIELDS) - len(_COUNTERS)
+# Texts every poll repeats for every slot (the driver makes them anew each time): a slot's row
+# shares them with the last poll's and with the render's caches instead of holding copies.
+_REPEATED = tuple(
+    _SLOT_FIELDS.index(f)
+    for f in ("name", "plugin", "slot_type", "database", "wal_status", "sender_state")
+)
 
 
 class ParsedPoll(NamedTuple):
@@ -94,7 +101,7 @@ def read_poll(
         if not row[matched_at]:
             others.append(OtherSlotRow(*other_values(row)))
             continue
-        values = slot_values(row)
+        values = _shared(slot_values(row))
         name = values[0]
         read = values[_READ_AT:]
         now = _carried(read, values[_SLOT_TYPE_AT], known.get(name))
@@ -106,6 +113,14 @@ def read_poll(
                 values = values[:_READ_AT] + now
         slots.append(SlotRow(*values))
     return ParsedPoll(server, tuple(slots), tuple(others), counters, unknown)
+
+
+def _shared(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    texts = list(values)
+    for at in _REPEATED:
+        if type(texts[at]) is str:
+            texts[at] = sys.intern(texts[at])
+    return tuple(texts)
 
 
 def _carried(read: Counters, slot_type: str, known: Counters | None) -> Counters | None:

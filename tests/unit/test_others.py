@@ -244,6 +244,26 @@ def test_counters_not_read_this_poll_keep_their_last_values() -> None:
     assert read_poll(*statement_rows([row(None)]), third.counters).counters == {}
 
 
+def test_a_slots_repeated_texts_are_shared_with_the_last_polls_not_copied() -> None:
+    def fresh(text: str) -> str:
+        return "".join(list(text))  # equal, but a new object, as the driver makes each poll
+
+    def polled() -> SlotRow:
+        values = {
+            "plugin": fresh("pgoutput"),
+            "slot_type": fresh("logical"),
+            "database": fresh("app"),
+            "wal_status": fresh("reserved"),
+        }
+        slot = row(fresh("powersync_selfhost1_ab12"), matched=True, **values)
+        return parse_poll([slot])[1][0]
+
+    first, second = polled(), polled()
+    assert first == second
+    for field in ("name", "plugin", "slot_type", "database", "wal_status"):
+        assert getattr(first, field) is getattr(second, field), field
+
+
 SERVER_COLUMNS = (
     "version_num",
     "in_recovery",
