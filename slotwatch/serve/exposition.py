@@ -11,7 +11,7 @@ asks for it, the text format otherwise. What is kept of a render is its families
 segments (`serve.gzipped`): a family the render did not write again keeps its segment, so a new
 snapshot compresses only the families that changed (at 1,000 slots, mostly a few of 40, where
 the whole body took 6 ms), and a gzip answer is the segments, then its process lines as the
-final segment. The uncompressed body (2.2 MiB at 1,000 slots, where its gzip is 0.15) is made
+final segment. The uncompressed body (2.2 MiB at 1,000 slots, where its gzip is 0.1) is made
 from the segments only when a scraper asks for it, once per snapshot, and is not kept past it.
 """
 

@@ -10,7 +10,7 @@ it is compressed.
 
 `Stream` keeps a text of parts (a render's families) that way: a large part is a segment of its
 own and its text is let go; short neighbours share a segment (each one alone would compress far
-worse: 13 KiB of a 1-slot body came to 7.7 KiB as 40 segments, 3.7 as one) and their texts are
+worse: 13 KiB of a 1-slot body came to 7.7 KiB as 40 segments, 3.4 as one) and their texts are
 kept, so their segment can be made again when one of them changes.
 """
 
