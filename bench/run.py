@@ -212,7 +212,7 @@ def poll_document(result: PollResult) -> list[dict[str, object]]:
         "server_epoch": server.server_epoch,
         "system_identifier": server.system_identifier,
     }
-    return [{**common, **asdict(row), "matched": True, "in_scope": True} for row in result.slots]
+    return [{**common, **row._asdict(), "matched": True, "in_scope": True} for row in result.slots]
 
 
 # -- timing helpers -----------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def _row(name: str, **columns: object) -> SlotRow:
         stream_bytes=0,
         total_bytes=123_456_789,
     )
-    return replace(base, **columns)  # type: ignore[arg-type]
+    return base._replace(**columns)
 
 
 SLOTS = (
@@ -221,7 +221,7 @@ SNAPSHOT = Snapshot((PROD, REPLICA))
 def many_slots(count: int) -> Snapshot:
     """`prod` with `count` slots, cycling through the fixture's four: for render timings."""
     slots = tuple(
-        SlotView(replace(s.row, name=f"powersync_selfhost{k}_{k:04x}"), s.assessment)
+        SlotView(s.row._replace(name=f"powersync_selfhost{k}_{k:04x}"), s.assessment)
         for k, s in ((k, SLOTS[k % len(SLOTS)]) for k in range(count))
     )
     return Snapshot((replace(PROD, slots=slots), REPLICA))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -19,8 +18,8 @@ Counters = tuple[int | None, int | None, int | None]  # spill, stream, total byt
 _UNREAD: Counters = (None, None, None)
 _COUNTERS = ("spill_bytes", "stream_bytes", "total_bytes")
 # The statement's columns carry the fields' own names: rows are built by position from these.
-_SLOT_FIELDS = tuple(f.name for f in fields(SlotRow))
-_OTHER_FIELDS = tuple(f.name for f in fields(OtherSlotRow))
+_SLOT_FIELDS = SlotRow._fields
+_OTHER_FIELDS = OtherSlotRow._fields
 _SLOT_TYPE_AT = _SLOT_FIELDS.index("slot_type")
 # The counters are SlotRow's last fields (a unit test holds it): carrying them swaps the tail.
 _READ_AT = len(_SLOT_FIELDS) - len(_COUNTERS)
@@ -111,7 +110,7 @@ def read_poll(
             counters[name] = now
             if now is not read:
                 values = values[:_READ_AT] + now
-        slots.append(SlotRow(*values))
+        slots.append(SlotRow._make(values))
     return ParsedPoll(server, tuple(slots), tuple(others), counters, unknown)
 
 

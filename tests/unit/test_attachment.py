@@ -499,7 +499,7 @@ def test_counters_shared_with_a_snapshot_of_another_slot_cannot_clear_a_wedge() 
             )
         current = START + int(at * W)
         old = row(current, START, 4242)
-        new = SlotRow(**{**_fields(row(current, current, None, busy=True)), "name": SLOT + "x"})
+        new = row(current, current, None, busy=True)._replace(name=SLOT + "x")
         judgement = memory.judge(PollResult("default", at, 0.0, server(current), (old, new)))
         assert judgement is not None
         last = judgement.slots[0].assessment
@@ -508,19 +508,12 @@ def test_counters_shared_with_a_snapshot_of_another_slot_cannot_clear_a_wedge() 
     assert "is snapshotting (the counters are the whole process's" in " | ".join(last.reasons)
 
 
-def _fields(slot_row: SlotRow) -> dict[str, object]:
-    return {name: getattr(slot_row, name) for name in SlotRow.__slots__}  # type: ignore[attr-defined]
-
-
 def test_many_busy_slots_are_named_three_at_a_time_and_counted() -> None:
     """A reason names three of the other slots that share the counters and counts the rest."""
     memory = Memory("default", FIELD, consumer_fresh_for=25.0)
     memory.record_consumer(ConsumerReading("u", 0.0, up=True, duration=0.0, rows=0.0))
     current = START + W
-    rows = [
-        SlotRow(**{**_fields(row(current, START, 4000 + k)), "name": f"{SLOT}{k}"})
-        for k in range(7)
-    ]
+    rows = [row(current, START, 4000 + k)._replace(name=f"{SLOT}{k}") for k in range(7)]
     judgement = memory.judge(PollResult("default", 1.0, 0.0, server(current), tuple(rows)))
     assert judgement is not None
     judgement_rows = tuple(view.row for view in judgement.slots)

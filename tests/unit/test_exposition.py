@@ -282,8 +282,7 @@ WAL = (*WAL_STATUSES, None, "unknown_status")
 
 def _slot(rng: random.Random, name: str) -> SlotView:
     base = SLOTS[rng.randrange(len(SLOTS))]
-    row = replace(
-        base.row,
+    row = base.row._replace(
         name=name,
         active=rng.random() < 0.5,
         wal_status=rng.choice(WAL),
@@ -372,7 +371,7 @@ def test_what_a_renderer_keeps_stays_bounded_while_every_slot_is_new_each_render
     for step in range(50):
         slots = tuple(
             SlotView(
-                replace(view.row, name=f"churn_{step}_{k}"),
+                view.row._replace(name=f"churn_{step}_{k}"),
                 replace(view.assessment, lag_bytes=step * 1000 + k),  # one-off figures too
             )
             for k, view in enumerate(views)

@@ -370,7 +370,7 @@ def test_counters_not_read_this_poll_are_filled_from_the_last_polls_as_rows_are_
 
 def test_the_decoding_counters_are_the_last_fields_of_a_slot_row() -> None:
     """read_poll carries counters by swapping the tail of a row's values."""
-    names = list(SlotRow.__dataclass_fields__)
+    names = list(SlotRow._fields)
     assert names[-3:] == ["spill_bytes", "stream_bytes", "total_bytes"]
 
 
