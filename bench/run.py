@@ -224,11 +224,6 @@ def loops_for(fn: Callable[[], object], budget: float) -> int:
     return max(1, int(budget / max(scale.per_call(fn, 1), 1e-7)))
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 # -- 1. poll cost -------------------------------------------------------------------------------
 
 
@@ -319,8 +314,8 @@ def _measure_polls(size: Size, cluster: Cluster, matching: list[str]) -> list[Fi
         Figure(
             "poll latency p95",
             "ms",
-            percentile(wall["slotwatch"], 0.95) * ms,
-            percentile(wall["peer"], 0.95) * ms,
+            scale.percentile(wall["slotwatch"], 0.95) * ms,
+            scale.percentile(wall["peer"], 0.95) * ms,
             f"{STATEMENTS_PER_POLL} queries",
             "<= 1",
             1.0,

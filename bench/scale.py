@@ -9,6 +9,7 @@ both. bench/README.md says what each row means; the command writes bench/RESULTS
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
@@ -213,8 +214,10 @@ def start_exporter(dsn: str) -> Daemon:
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile: the least value with at least a share `q` of them at or
+    below it (p99 of 100 values is the 99th, of 40 the 40th)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def timed_get(client: httpx.Client, url: str) -> tuple[float, bytes]:
@@ -319,6 +322,23 @@ def statement_only(target: db.TargetConnection, conn: Any) -> Callable[[], objec
     if fetch is None or statement is None:
         return None
     return lambda: fetch(conn, statement, SLOT_PATTERN, "powersync/%", all_counters=False)
+
+
+def least_exporter(statement: Callable[[], object], body: bytes) -> Callable[[], object]:
+    """The least any Python exporter of `body`'s series does a poll: the statement's rows, then
+    every series' value turned to text and joined to its name and labels, already known. No
+    parse, no judgement, no families: a bound on what the full poll can come down to in Python."""
+    pairs = []
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            pairs.append((series + " ", float(value)))
+
+    def poll() -> bytes:
+        statement()
+        return "\n".join([series + repr(value) for series, value in pairs]).encode()
+
+    return poll
 
 
 def render_cost(recorder: Recorder) -> Callable[[], object]:
@@ -447,11 +467,11 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
                 # (at 10 slots, 0.24 to 0.49 ms), which flattered the ratio.
                 full, bare = interleaved(full_poll, bare_query, 1, size.polls)
                 own_statement = statement_only(target, conn)
-                own = (
-                    interleaved(own_statement, bare_query, 1, size.polls)
-                    if own_statement is not None
-                    else None
-                )
+                own = least = None
+                if own_statement is not None:
+                    own = interleaved(own_statement, bare_query, 1, size.polls)
+                    least_poll = least_exporter(own_statement, bodies[sw.name])
+                    least = interleaved(least_poll, bare_query, 1, size.polls)
             finally:
                 target.close()
             poll_ms = stats["bench_poll"][0] / size.polls
@@ -517,12 +537,14 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
             Row("connections per minute", "n", conns[s], conns[p]),
         ]
     rows.append(against_floor("full poll vs bare slot query", full, bare))
-    if own is not None:
+    if own is not None and least is not None:
         # Where the full poll's time goes: the statement slotwatch needs, against a floor timed
-        # in its own turns, and what the client does with its rows (parse, judge, render).
+        # in its own turns, and what the client does with its rows (parse, judge, render); and
+        # the least a Python exporter of the same series could do, against its own floor.
         statement, floor = own
         rows += [
             against_floor("its statement alone vs bare slot query", statement, floor),
+            against_floor("its statement + each series' value written, no judging", *least),
             Row(
                 "full poll less its statement (parse, judge, render)",
                 "ms",

@@ -120,7 +120,8 @@ def test_the_exporter_comparison_is_written_by_the_command(
         full = by_name["full poll vs bare slot query"]
         statement = by_name["its statement alone vs bare slot query"]
         client = by_name["full poll less its statement (parse, judge, render)"]
-        for row in (full, statement):
+        least = by_name["its statement + each series' value written, no judging"]
+        for row in (full, statement, least):
             assert row["detail"]["floor_ms"] > 0
             assert row["detail"]["ratio_to_floor"] > 0
         assert math.isclose(client["slotwatch"], full["slotwatch"] - statement["slotwatch"])
@@ -139,5 +140,6 @@ def test_the_exporter_comparison_is_written_by_the_command(
     assert "## 1 slot" in report
     assert "## 10 slots" in report
     assert "| its statement alone vs bare slot query (floor " in report
+    assert "| its statement + each series' value written, no judging (floor " in report
     assert " us a slot) | ms |" in report
     assert "load average" in report
