@@ -467,11 +467,20 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
                 # (at 10 slots, 0.24 to 0.49 ms), which flattered the ratio.
                 full, bare = interleaved(full_poll, bare_query, 1, size.polls)
                 own_statement = statement_only(target, conn)
-                own = least = None
-                if own_statement is not None:
-                    own = interleaved(own_statement, bare_query, 1, size.polls)
-                    least_poll = least_exporter(own_statement, bodies[sw.name])
-                    least = interleaved(least_poll, bare_query, 1, size.polls)
+                # The statement alone, then the bound: each against a floor in its own turns.
+                split = (
+                    (
+                        interleaved(own_statement, bare_query, 1, size.polls),
+                        interleaved(
+                            least_exporter(own_statement, bodies[sw.name]),
+                            bare_query,
+                            1,
+                            size.polls,
+                        ),
+                    )
+                    if own_statement is not None
+                    else None
+                )
             finally:
                 target.close()
             poll_ms = stats["bench_poll"][0] / size.polls
@@ -537,11 +546,11 @@ def measure_at(cluster: Cluster, count: int, size: ScaleSize, flip: bool) -> lis
             Row("connections per minute", "n", conns[s], conns[p]),
         ]
     rows.append(against_floor("full poll vs bare slot query", full, bare))
-    if own is not None and least is not None:
+    if split is not None:
         # Where the full poll's time goes: the statement slotwatch needs, against a floor timed
         # in its own turns, and what the client does with its rows (parse, judge, render); and
         # the least a Python exporter of the same series could do, against its own floor.
-        statement, floor = own
+        (statement, floor), least = split
         rows += [
             against_floor("its statement alone vs bare slot query", statement, floor),
             against_floor("its statement + each series' value written, no judging", *least),

@@ -12,7 +12,8 @@ At the top: `model` (plain data every part shares), `errors`, `logs`, `units`, `
 (slot-pattern matching), `report` (the documents `status`, `/status` and `drop` show),
 `reference` (writes docs/reference.md from the code), `wiring` (target views, connections, one
 judged poll: shared by the daemon and the one-shot verbs),
-`service` (the daemon: scheduler, signals, shutdown) and `cli` (the verbs; the only place that
+`service` (the daemon: scheduler, signals, shutdown), `allocator` (the daemon's C heap, asked of
+glibc once) and `cli` (the verbs; the only place that
 exits).
 
 The rules, checked by tests/unit/test_layout.py: `judge/` and `model` do no I/O and import

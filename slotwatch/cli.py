@@ -115,8 +115,9 @@ def _select(targets: tuple[Target, ...], name: str | None) -> tuple[Target, ...]
 
 
 def _run(args: argparse.Namespace) -> int:
+    from slotwatch.allocator import tune_allocator
     from slotwatch.config.shard import share
-    from slotwatch.service import Service, tune_allocator
+    from slotwatch.service import Service
 
     settings, targets = _load(args)
     tune_allocator()

@@ -2,8 +2,8 @@
 
 Everything here is a frozen dataclass, an enum or, for the rows a poll reads, a named tuple, with
 no I/O, so that the pure decisions (classify, forecast, guard) can be tested with tables of
-hand-made values. LSNs are plain ints
-(bytes since 0/0), sizes are bytes, times are seconds (wall-clock epoch for instants).
+hand-made values. LSNs are plain ints (bytes since 0/0), sizes are bytes, times are seconds
+(wall-clock epoch for instants).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The daemon asks glibc for a heap that stays near what it uses (slotwatch.service)."""
+"""The daemon asks glibc for a heap that stays near what it uses (slotwatch.allocator)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from slotwatch.service import ARENA_MAX, MMAP_THRESHOLD, tune_allocator
+from slotwatch.allocator import ARENA_MAX, MMAP_THRESHOLD, tune_allocator
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 

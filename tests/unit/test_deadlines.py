@@ -1,4 +1,4 @@
-"""One watchdog thread keeps every poll's answer deadline (slotwatch.poll.db): a poll still
+"""One watchdog thread keeps every poll's answer deadline (slotwatch.poll.deadline): a poll still
 running at its deadline is cut, in deadline order; a poll done by then is left alone."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import threading
 import time
 
 from sandbox.waiting import wait_until
-from slotwatch.poll.db import _Watchdog
+from slotwatch.poll.deadline import Watchdog
 
 
 class _Poll:
@@ -21,7 +21,7 @@ class _Poll:
 
 
 def test_polls_running_at_their_deadline_are_cut_in_deadline_order() -> None:
-    watchdog = _Watchdog()
+    watchdog = Watchdog()
     cuts: list[str] = []
     late, done, early = _Poll("late", cuts), _Poll("done", cuts), _Poll("early", cuts)
     now = time.monotonic()
@@ -36,7 +36,7 @@ def test_polls_running_at_their_deadline_are_cut_in_deadline_order() -> None:
 
 
 def test_one_thread_keeps_every_deadline() -> None:
-    watchdog = _Watchdog()
+    watchdog = Watchdog()
     cuts: list[str] = []
     before = threading.active_count()
     polls = [_Poll(str(k), cuts) for k in range(200)]
