@@ -5,10 +5,11 @@ the same process, interleaved with it, does. Four comparisons (bench/README.md e
 
 1. poll: one version-gated statement against a real cluster vs one statement per view;
 2. scrape: the custom collector's `generate_latest` vs the same series in labelled gauges;
-3. memory: a Store's RSS after 100,000 polls vs after 1,000 (bounded history keeps it flat);
-4. cpu: observe + classify per slot vs the poll's own JSON parsing per slot.
+3. memory: a Store's RSS after a week of 15 s polls vs after 1,000 (bounded history keeps it flat);
+4. cpu: observe + classify per slot vs the poll's own parsing of its rows per slot.
 
-Usage: .venv/bin/python bench/run.py [--quick] [--install pg15] [--output bench/results.json]
+Usage, from the checkout root: .venv/bin/python -m bench.run [--quick] [--install pg15]
+    [--output bench/results.json]
 """
 
 from __future__ import annotations
@@ -621,7 +622,7 @@ def _digits(value: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller run, under 30 s")
+    parser.add_argument("--quick", action="store_true", help="a smaller run, about a minute")
     parser.add_argument("--install", default="pg15", help="sandbox PostgreSQL install (pg15, pg18)")
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
     parser.add_argument(

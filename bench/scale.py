@@ -824,9 +824,14 @@ def markdown(results: dict[str, Any], quick: bool, began: float, seconds: float)
             f" | {_num(row.detail['python_pass_ms'])}"
             f" | {row.detail['ratio_to_pass']:.1f} |"
         )
+    interval = next(
+        (row.detail["interval"] for row in results["fleet"] if "interval" in row.detail),
+        DEFAULT_INTERVAL,
+    )
+    default = " (the default)" if interval == DEFAULT_INTERVAL else ""
     out += [
         "",
-        "## Fleet in one process (default 15 s interval)",
+        f"## Fleet in one process ({interval:g} s interval{default})",
         "",
         "| measure | unit | value | within one interval |",
         "|---|---|---:|---|",

@@ -5,7 +5,7 @@ only when the log level is debug.
 
 Each verb imports what it needs when it runs: `--help` and `version` load no library beyond the
 standard one, and `config` loads the settings model but no driver, HTTP client, scheduler or
-metrics library (tests/unit/test_startup.py holds this).
+metrics library (tests/integration/test_startup.py holds this).
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--terminate", action="store_true", help="terminate the walsender holding the slot"
     )
     drop.add_argument(
-        "--force", action="store_true", help="allow a healthy or lagging slot (needs --reason)"
+        "--force",
+        action="store_true",
+        help="allow a healthy, lagging or snapshotting slot (needs --reason)",
     )
     drop.add_argument("--reason", metavar="TEXT", help="why, for the audit record")
     drop.add_argument("--target", metavar="NAME", help="the target (when several are configured)")

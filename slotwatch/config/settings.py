@@ -4,7 +4,7 @@ Precedence, highest first: environment variables, then the TOML file, then the d
 docs/contract.md §6. Per-target keys (dsn, slot_pattern, ...) may be set at the top level, where
 they apply to every target, or inside a `[[targets]]` entry. A target's identity (its DSN and
 name) cannot come from the environment when the file lists targets: that would be ambiguous.
-Reading the file lives in configfile.py, secrets in credentials.py, error names in settingnames.py.
+Reading the file lives in files.py, secrets in secrets.py, setting names for errors in names.py.
 """
 
 from __future__ import annotations

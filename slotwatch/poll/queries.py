@@ -55,8 +55,8 @@ def poll_statement(version_num: int, *, list_waldir: bool = True) -> str:
     return _FRAGMENT.sub(keep_or_replace, _read("poll.sql"))
 
 
-# The guarded drop (slotwatch/execute.py). Each statement binds %(slot)s and, where it re-checks
-# the pattern, %(slot_like)s; none is ever built from pieces.
+# The guarded drop (slotwatch/drop/execute.py). Each statement binds %(slot)s and, where it
+# re-checks the pattern, %(slot_like)s; none is ever built from pieces.
 _DROP = ((170000, "drop_slot_pg17.sql"), (MIN_VERSION, "drop_slot_pg13.sql"))
 
 

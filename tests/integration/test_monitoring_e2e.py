@@ -17,9 +17,9 @@ is dropped in SQL. Last, slotwatch itself stops: SlotwatchDown pages for its ins
 and no slot alert fires on the stale series.
 
 Only PostgreSQL 18 runs here: what is under test is the monitoring stack's reading of the metrics,
-not how each major fills them (tests/test_daemon.py and tests/test_scenarios.py prove the metrics
-and the wedged story on 15 and 18). A second major would double the runtime (about 30 s) and prove
-nothing these files do not.
+not how each major fills them (tests/integration/test_daemon.py and test_scenarios.py prove the
+metrics and the wedged story on 15 and 18). A second major would double the runtime (about 30 s)
+and prove nothing these files do not.
 
 Grafana itself is not run: the dashboard's queries are substituted here as Grafana substitutes
 them (tests/dashboards.py), so panel rendering, units and thresholds are not covered.
