@@ -16,13 +16,16 @@ import structlog
 
 REDACTED = "********"
 
-# A password in a URI (`postgresql://user:secret@host`) or in key=value form (`password=secret`).
+# A password in a URI (`postgresql://user:secret@host`) or in key=value form (`password=secret`,
+# and libpq's `sslpassword=`, the client key's passphrase; also as a URI query parameter).
 # The URI secret runs to the LAST `@` before a space or quote: an unescaped `@` inside a password
 # must not leave its tail in the log.
 _URI_PASSWORD = re.compile(
     r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s\"']*:)(?P<secret>[^\s\"']+)@", re.I
 )
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+_KV_PASSWORD = re.compile(
+    r"(?P<head>\b(?:ssl)?password\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I
+)
 
 
 class Redactor:

@@ -23,6 +23,9 @@ from slotwatch.logs import REDACTED
 
 __all__ = ["REDACTED", "check_dsn", "read_secret_setting", "redact_dsn", "redact_url"]
 
+# The conninfo keywords whose values are secrets (libpq: `password`, and `sslpassword`, the
+# passphrase of the client key); every other keyword names a host, a file or a mode.
+SECRET_KEYWORDS = ("password", "sslpassword")
 _PORTS = re.compile(r"^\d{1,5}(,\d{1,5})*$")
 _ENCODE_HINT = (
     "; if the password holds '@', '/', '?', '#' or '%', percent-encode it (%40, %2F, %3F, %23, %25)"
@@ -76,14 +79,13 @@ def check_dsn(dsn: SecretStr, setting: str) -> None:
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN as key=value text with the password replaced; never raises."""
+    """The DSN as key=value text with every secret (SECRET_KEYWORDS) replaced; never raises."""
     try:
         params = parse_conninfo(dsn)
     except ConninfoError:
         return REDACTED
-    if "password" in params:
-        params["password"] = REDACTED
-    return " ".join(f"{k}={v}" for k, v in params.items())
+    shown = {k: REDACTED if k in SECRET_KEYWORDS else v for k, v in params.items()}
+    return " ".join(f"{k}={v}" for k, v in shown.items())
 
 
 def _split(url: str) -> SplitResult | None:
@@ -118,7 +120,8 @@ def _url_password(url: str | None) -> str | None:
 
 
 def secret_values(targets: tuple[Target, ...]) -> list[str]:
-    """The passwords (and whole DSNs) that must never be printed: fed to the log redactor."""
+    """The passwords and key passphrases (and whole DSNs) that must never be printed: fed to the
+    log redactor."""
     found: list[str] = []
     for target in targets:
         url_password = _url_password(target.liveness_url)
@@ -129,9 +132,8 @@ def secret_values(targets: tuple[Target, ...]) -> list[str]:
                 continue
             found.append(secret.get_secret_value())
             try:
-                password = parse_conninfo(secret.get_secret_value()).get("password")
+                params = parse_conninfo(secret.get_secret_value())
             except ConninfoError:
-                password = None
-            if password:
-                found.append(str(password))
+                continue
+            found += [str(params[k]) for k in SECRET_KEYWORDS if params.get(k)]
     return found

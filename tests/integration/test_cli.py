@@ -231,6 +231,11 @@ def test_an_unexpected_error_is_exit_70_one_scrubbed_line(
         ),
         (f"password = '{CANARY} with space' host=h", f"password = {REDACTED} host=h"),
         (f"PASSWORD={CANARY}", f"PASSWORD={REDACTED}"),
+        (f"host=h sslpassword={CANARY} sslkey=k", f"host=h sslpassword={REDACTED} sslkey=k"),
+        (
+            f"postgresql://mon@h/db?sslpassword={CANARY}",
+            f"postgresql://mon@h/db?sslpassword={REDACTED}",
+        ),
         (f"postgres://mon:{CANARY}@with-at@h/db", f"postgres://mon:{REDACTED}@h/db"),
         (f"postgresql://:{CANARY}@h", f"postgresql://:{REDACTED}@h"),
         ("postgresql://mon@h/db?sslmode=require", "postgresql://mon@h/db?sslmode=require"),

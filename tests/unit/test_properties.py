@@ -180,15 +180,20 @@ passwords = st.text(alphabet=string.printable.strip() + "@/?#%:", min_size=1, ma
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(password=passwords, form=st.sampled_from(["uri", "kv"]))
+@settings(max_examples=200, deadline=None)
+@given(password=passwords, form=st.sampled_from(["uri", "kv", "uri-sslpassword", "kv-sslpassword"]))
 def test_a_dsn_password_never_reaches_a_message_or_the_redacted_form(
     password: str, form: str
 ) -> None:
+    # `sslpassword` is libpq's other secret: the passphrase of the client's key.
     if form == "uri":
         dsn = f"postgresql://mon:{password}@127.0.0.1:5432/app"
-    else:
+    elif form == "uri-sslpassword":
+        dsn = f"postgresql://mon@127.0.0.1:5432/app?sslkey=/k&sslpassword={password}"
+    elif form == "kv":
         dsn = f"host=127.0.0.1 user=mon password={password} dbname=app"
+    else:
+        dsn = f"host=127.0.0.1 user=mon sslpassword={password} dbname=app"
     try:
         check_dsn(SecretStr(dsn), "SLOTWATCH_DSN")
     except ConfigError as exc:

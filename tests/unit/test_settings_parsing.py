@@ -133,6 +133,12 @@ def test_every_spec_variable_is_known() -> None:
         (KV_DSN, f"user=mon password={REDACTED} dbname=db host=h port=5432"),
         ("postgresql://mon@h/db", "user=mon dbname=db host=h"),
         (f"password='{CANARY} x' host=h", f"password={REDACTED} host=h"),
+        # libpq's other secret: the client key's passphrase, in either form.
+        (f"host=h sslkey=/k sslpassword={CANARY}", f"host=h sslkey=/k sslpassword={REDACTED}"),
+        (
+            f"postgresql://mon@h/db?sslpassword={CANARY}",
+            f"user=mon dbname=db host=h sslpassword={REDACTED}",
+        ),
         (f"host=h password={CANARY} dbname", REDACTED),  # unparseable: nothing shown at all
     ],
 )
