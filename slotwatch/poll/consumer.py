@@ -8,6 +8,7 @@ replication counters and its lag gauge are kept; what each proves is in judge/co
 
 from __future__ import annotations
 
+import math
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,6 +36,8 @@ def read(url: str, timeout: float) -> ConsumerReading:
         return ConsumerReading(url, checked_at, up=False, duration=got.duration, error=error)
     try:
         values = parse(got.body.decode("utf-8"))
+    except NotFinite as exc:
+        return ConsumerReading(url, checked_at, up=False, duration=got.duration, error=str(exc))
     except (UnicodeDecodeError, ValueError, TypeError, IndexError, KeyError) as exc:
         return ConsumerReading(
             url,
@@ -56,8 +59,14 @@ def read(url: str, timeout: float) -> ConsumerReading:
     )
 
 
+class NotFinite(ValueError):
+    """A kept family's value is NaN or infinite: it proves nothing, and must not read as a rise."""
+
+
 def parse(text: str) -> dict[str, float]:
-    """The kept families' values, each summed over its series; raises ValueError on bad text.
+    """The kept families' values, each summed over its series; raises ValueError on bad text,
+    NotFinite when a kept value is NaN or infinite (legal in the format: +Inf would otherwise
+    read as rows being applied, and NaN would never compare again).
 
     A counter is found by its family name whether it is exposed with `_total` or without.
     """
@@ -71,4 +80,7 @@ def parse(text: str) -> dict[str, float]:
             if sample.name.endswith(("_created", "_bucket", "_count", "_sum")):
                 continue
             values[name] = values.get(name, 0.0) + float(sample.value)
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise NotFinite(f"{name} reads {value}, not a finite number")
     return values

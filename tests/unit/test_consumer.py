@@ -6,6 +6,7 @@ PowerSync 1.25's OpenTelemetry exporter; the account is pure and tested with tab
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -104,6 +105,37 @@ def test_powersync_text_is_read_into_its_counters(endpoint: _Endpoint) -> None:
         ),
         pytest.param((200, b"\xff\xfe\x00"), "not Prometheus text", id="not-utf8"),
         pytest.param((200, b"#" * (consumer.MAX_BODY + 1)), "body larger than", id="oversized"),
+        # Legal in the format, and no reading: +Inf would pass for rows applied, NaN never
+        # compares again, and neither can be written into /status (JSON has neither).
+        pytest.param(
+            (200, POWERSYNC_TEXT.replace(" 1000000\n", " NaN\n").encode()),
+            "powersync_rows_replicated reads nan, not a finite number",
+            id="rows-nan",
+        ),
+        pytest.param(
+            (200, POWERSYNC_TEXT.replace(" 1000000\n", " +Inf\n").encode()),
+            "powersync_rows_replicated reads inf",
+            id="rows-inf",
+        ),
+        pytest.param(
+            (200, POWERSYNC_TEXT.replace(" 1000000\n", " 1" + "0" * 5000 + "\n").encode()),
+            "powersync_rows_replicated reads inf",
+            id="rows-5000-digits",
+        ),
+        pytest.param(
+            (200, POWERSYNC_TEXT.replace(" 41\n", " -Inf\n").encode()),
+            "powersync_replication_lag_seconds reads -inf",
+            id="lag-minus-inf",
+        ),
+        pytest.param(
+            (
+                200,
+                b'powersync_rows_replicated_total{a="1"} 1e308\n'
+                b'powersync_rows_replicated_total{a="2"} 1e308\n',
+            ),
+            "powersync_rows_replicated reads inf",
+            id="rows-sum-overflows",
+        ),
     ],
 )
 def test_a_bad_answer_is_a_down_reading_with_one_line(
@@ -250,3 +282,18 @@ def test_status_shows_the_consumer_reading() -> None:
         "consumer metrics: down (x)"
     )
     assert "prod: consumer metrics: up" in status_table(Snapshot((view,)))
+
+
+def test_a_counter_gone_infinite_neither_rises_nor_breaks_the_status_document(
+    endpoint: _Endpoint,
+) -> None:
+    first = consumer.read(endpoint.url, timeout=2.0)
+    endpoint.reply = (200, POWERSYNC_TEXT.replace(" 1000000\n", " +Inf\n").encode())
+    account = advance(advance(None, first), consumer.read(endpoint.url, timeout=2.0))
+    assert not account.rising
+    assert account.progress_at == first.checked_at
+    document = target_document(_view_with(account))
+    assert '"up": false' in json.dumps(document, allow_nan=False)
+    assert (
+        document["consumer"]["error"] == "powersync_rows_replicated reads inf, not a finite number"
+    )
