@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, NoReturn
 
 from slotwatch import __version__
-from slotwatch.errors import DatabaseUnreachable, SlotwatchError, UsageError
+from slotwatch.errors import DatabaseUnreachable, SlotwatchError, UsageError, printable_line
 
 if TYPE_CHECKING:
     from slotwatch.config.settings import Settings, Target
@@ -153,9 +153,9 @@ def _status(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from slotwatch.logs import REDACTOR, get_logger
+    from slotwatch.report import check_result, plugin_text
 
     try:
-        from slotwatch.report import check_result
         from slotwatch.wiring import poll_once
 
         settings, targets = _load(args)
@@ -163,13 +163,13 @@ def _check(args: argparse.Namespace) -> int:
         code, line = check_result(snapshot)
     except SlotwatchError as exc:
         # A monitoring plugin must always answer in its own codes: anything broken is UNKNOWN.
-        print(f"SLOTWATCH UNKNOWN - {REDACTOR.scrub(str(exc))}")
+        print(f"SLOTWATCH UNKNOWN - {plugin_text(printable_line(REDACTOR.scrub(str(exc))))}")
         return 3
     except Exception as exc:
         # Even a bug answers UNKNOWN (3), never 70: the monitoring system must see it as unknown.
         log = get_logger("slotwatch")
         log.debug("traceback", exc_info=exc)
-        first = REDACTOR.scrub(str(exc).splitlines()[0] if str(exc) else "")
+        first = plugin_text(printable_line(REDACTOR.scrub(str(exc))))
         print(f"SLOTWATCH UNKNOWN - unexpected error: {type(exc).__name__}: {first}")
         return 3
     print(line)
@@ -273,7 +273,8 @@ def _scrub(text: str) -> str:
 
 
 def _fail(exc: BaseException, code: int, *, unexpected: bool = False) -> None:
-    message = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    # Secrets out first: escaped, a secret holding a control character would no longer match.
+    message = printable_line(_scrub(str(exc))) or type(exc).__name__
     if unexpected:
         message = f"unexpected error: {type(exc).__name__}: {message}"
         if not _debug_requested():

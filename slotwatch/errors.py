@@ -43,3 +43,15 @@ class PermissionDenied(SlotwatchError):
 
 class Refused(SlotwatchError):
     exit_code = 3
+
+
+def escaped(text: str) -> str:
+    """`text` with every character that is not printable (a newline, an escape sequence from a
+    config key or a server's message) written as `\\xNN`: it cannot break a line or a terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+def printable_line(text: str) -> str:
+    """An error as the CLI prints it: the first line that says something, escaped."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return escaped(lines[0]) if lines else ""

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slotwatch import __version__
+from slotwatch.errors import escaped
 from slotwatch.model import INF, OtherSlotView, SlotState, SlotView
 from slotwatch.serve.store import Snapshot, TargetView
 from slotwatch.units import format_bytes, format_duration
@@ -366,9 +367,15 @@ def check_result(snapshot: Snapshot) -> tuple[int, str]:
             problems.append(f"{view.name}: liveness probe down ({view.probe.error})")
             worst = max(worst, 2)
     label = ("OK", "WARNING", "CRITICAL", "UNKNOWN")[worst]
-    summary = "; ".join(problems) if problems else _ok_summary(snapshot)
+    summary = plugin_text("; ".join(problems) if problems else _ok_summary(snapshot))
     note = " (one poll: a stall cannot be judged without a window; `slotwatch run` can)"
     return worst, f"SLOTWATCH {label} - {summary}{note} | {' '.join(perf)}".rstrip(" |")
+
+
+def plugin_text(text: str) -> str:
+    """Text for a monitoring plugin's line: one line, and no `|`, which would start the perfdata
+    (a slot pattern or a server's message may hold one; `¦` reads the same)."""
+    return escaped(text).replace("|", "\u00a6")
 
 
 def _ok_summary(snapshot: Snapshot) -> str:

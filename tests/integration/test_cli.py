@@ -15,6 +15,7 @@ import select
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -321,3 +322,20 @@ def test_log_lines_are_readable_text_on_a_terminal() -> None:
     assert CANARY not in text
     with pytest.raises(json.JSONDecodeError):
         json.loads(text.splitlines()[0])
+
+
+@pytest.mark.parametrize(
+    ("verb", "code", "stream"), [("config", 78, "stderr"), ("check", 3, "stdout")]
+)
+def test_an_escape_sequence_in_a_config_key_reaches_no_terminal(
+    tmp_path: Path, verb: str, code: int, stream: str
+) -> None:
+    # The key is echoed in the error: raw, its newline split `check`'s one line in two and its
+    # escape sequence reached the operator's terminal.
+    config = tmp_path / "odd.toml"
+    config.write_text('"a\\nb\\u001b[31mRED" = 1\n')
+    result = run_cli("--config", str(config), verb, env={})
+    assert result.returncode == code, result
+    line = _one_line(getattr(result, stream))
+    assert "\x1b" not in line
+    assert "unknown setting" in line
