@@ -214,9 +214,22 @@ VERBS = {
 }
 
 
+def _parse_all(given: list[str]) -> argparse.Namespace:
+    args, extra = build_parser().parse_known_args(given)
+    if extra:
+        # argparse leaves them to the top parser, whose hint is `slotwatch --help` even for an
+        # argument given after the verb, which that verb's --help explains.
+        verb = getattr(args, "verb", None)
+        after = verb in given and extra[0] in given[given.index(verb) + 1 :]
+        where = f"{verb} " if after else ""
+        shown = " ".join(extra)
+        raise UsageError(f"unrecognized arguments: {shown} (see `slotwatch {where}--help`)")
+    return args
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     try:
-        return build_parser().parse_args(argv)
+        return _parse_all(list(sys.argv[1:] if argv is None else argv))
     except UsageError as exc:
         # A monitoring plugin answers in its own codes even when it was called wrongly.
         if _verb_of(sys.argv[1:] if argv is None else argv) == "check":

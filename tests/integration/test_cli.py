@@ -64,9 +64,10 @@ def test_help_lists_every_verb() -> None:
     [
         (("frobnicate",), "invalid choice: 'frobnicate'"),
         ((), "required: VERB"),
-        (("--bogus", "config"), "unrecognized arguments: --bogus"),
-        (("config", "--bogus"), "unrecognized arguments: --bogus"),
-        (("status", "--json", "extra"), "unrecognized arguments: extra"),
+        (("--bogus", "config"), "unrecognized arguments: --bogus (see `slotwatch --help`)"),
+        (("config", "--bogus"), "unrecognized arguments: --bogus (see `slotwatch config --help`)"),
+        (("status", "--json", "extra"), "arguments: extra (see `slotwatch status --help`)"),
+        (("drop", "-x"), "unrecognized arguments: -x (see `slotwatch drop --help`)"),
         (("--config",), "expected one argument"),
     ],
 )
