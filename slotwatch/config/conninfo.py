@@ -21,6 +21,50 @@ class ConninfoError(ValueError):
     """libpq refused the string. The message never repeats it: it may hold a password."""
 
 
+# Keywords whose value libpq checks against a fixed set, but only when it connects (in
+# connectOptions2, fe-connect.c), so a typo would pass `config` and fail every poll. The sets are
+# those of https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS (libpq
+# 18); libpq compares them case-sensitively, except the TLS versions. A keyword the loaded libpq
+# does not know is already refused by PQconninfoParse. Left out: `replication` (the server, not
+# libpq, reads it) and `require_auth` (a list with `!` negation, left to libpq).
+ENUMERATED: dict[str, tuple[str, ...]] = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "sslnegotiation": ("postgres", "direct"),
+    "target_session_attrs": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+    "load_balance_hosts": ("disable", "random"),
+    "min_protocol_version": ("3.0", "3.2", "latest"),
+    "max_protocol_version": ("3.0", "3.2", "latest"),
+    "ssl_min_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "ssl_max_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+}
+_ANY_CASE = frozenset({"ssl_min_protocol_version", "ssl_max_protocol_version"})
+
+
+def unusable_option(params: dict[str, str]) -> str | None:
+    """The first keyword of ENUMERATED whose value libpq would refuse when connecting, or None."""
+    for keyword, allowed in ENUMERATED.items():
+        value = params.get(keyword)
+        if value is None:
+            continue
+        if keyword in _ANY_CASE:
+            usable = value.lower() in (a.lower() for a in allowed)
+        else:
+            usable = value in allowed
+        if not usable:
+            return keyword
+    return None
+
+
 class _Option(ctypes.Structure):
     # PQconninfoOption, libpq-fe.h
     _fields_ = (
@@ -62,6 +106,9 @@ def _libpq() -> ctypes.CDLL | None:
 
 def parse_conninfo(dsn: str) -> dict[str, str]:
     """The parameters a libpq URI or key=value string sets; raises ConninfoError."""
+    if "\0" in dsn:
+        # libpq reads a C string: it would silently drop whatever follows the NUL.
+        raise ConninfoError("not a valid libpq connection string")
     lib = _libpq()
     if lib is None:
         return _parse_with_driver(dsn)

@@ -10,7 +10,9 @@ settings.py validates them.
 from __future__ import annotations
 
 import os
+import re
 import stat
+import sys
 import tomllib
 from collections.abc import Collection
 from pathlib import Path
@@ -31,6 +33,8 @@ def read_small_file(path: Path, limit: int, what: str) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL in the path: no file has that name
+        raise ConfigError(f"{what}: the path holds a NUL character") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ConfigError(f"{what}: {path} is not a regular file")
@@ -54,6 +58,21 @@ def read_small_file(path: Path, limit: int, what: str) -> str:
         raise ConfigError(f"{what}: {path} is not UTF-8 text") from None
 
 
+# A TOML integer as a value: after `=`, or in an array.
+_INTEGER = re.compile(r"(?:=|\[|,)\s*[+-]?([0-9][0-9_]*)")
+_KEY = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def _long_integer(text: str) -> str:
+    """`lag_warn_bytes (line 2): `, where the integer tomllib could not convert stands."""
+    limit = sys.get_int_max_str_digits()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if any(len(m[1].replace("_", "")) > limit for m in _INTEGER.finditer(line)):
+            key = _KEY.match(line)
+            return f"{key[1]} (line {number}): " if key else f"line {number}: "
+    return ""
+
+
 def read_config_file(path: Path, top_keys: Collection[str]) -> dict[str, Any]:
     """The file's settings, `name` renamed to target_name; `top_keys` may stand at the top."""
     text = read_small_file(path, CONFIG_FILE_MAX_BYTES, "config file")
@@ -63,6 +82,12 @@ def read_config_file(path: Path, top_keys: Collection[str]) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"config file {path}: not valid TOML: nested too deeply") from None
+    except ValueError:
+        # Not a TOMLDecodeError: int() refusing more digits than sys.get_int_max_str_digits().
+        raise ConfigError(
+            f"config file {path}: {_long_integer(text)}an integer of more than"
+            f" {sys.get_int_max_str_digits()} digits is not a usable value"
+        ) from None
     if "name" in data:
         # `name` is a target key; at the top level it is spelled target_name.
         data["target_name"] = data.pop("name")

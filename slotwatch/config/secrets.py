@@ -14,7 +14,7 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
-from slotwatch.config.conninfo import ConninfoError, parse_conninfo
+from slotwatch.config.conninfo import ENUMERATED, ConninfoError, parse_conninfo, unusable_option
 from slotwatch.config.files import SECRET_FILE_MAX_BYTES, read_small_file
 from slotwatch.config.names import setting_name
 from slotwatch.config.targets import Target
@@ -26,7 +26,8 @@ __all__ = ["REDACTED", "check_dsn", "read_secret_setting", "redact_dsn", "redact
 # The conninfo keywords whose values are secrets (libpq: `password`, and `sslpassword`, the
 # passphrase of the client key); every other keyword names a host, a file or a mode.
 SECRET_KEYWORDS = ("password", "sslpassword")
-_PORTS = re.compile(r"^\d{1,5}(,\d{1,5})*$")
+# ASCII digits only: `\d` would pass `٥٤٣٢`, which libpq refuses when it connects.
+_PORTS = re.compile(r"^[0-9]{1,5}(,[0-9]{1,5})*$")
 _ENCODE_HINT = (
     "; if the password holds '@', '/', '?', '#' or '%', percent-encode it (%40, %2F, %3F, %23, %25)"
 )
@@ -76,6 +77,10 @@ def check_dsn(dsn: SecretStr, setting: str) -> None:
         raise ConfigError(f"{setting}: the host holds an '@'{_ENCODE_HINT}")
     if port and not _PORTS.match(port):
         raise ConfigError(f"{setting}: the port is not a number{_ENCODE_HINT}")
+    keyword = unusable_option(params)
+    if keyword is not None:
+        # The keyword, never its value: a password with an unencoded '&' can end up there.
+        raise ConfigError(f"{setting}: {keyword} must be one of {', '.join(ENUMERATED[keyword])}")
 
 
 def redact_dsn(dsn: str) -> str:

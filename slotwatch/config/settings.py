@@ -34,6 +34,7 @@ from slotwatch.config.targets import (
     TARGET_KEYS,
     Duration,
     EmptyIsUnset,
+    FilePath,
     Target,
     TargetEntry,
     seconds_between,
@@ -71,9 +72,9 @@ class Settings(BaseSettings):
     # per-target defaults (also the single target when the file lists none)
     target_name: str = "default"
     dsn: SecretStr | None = None
-    dsn_file: Path | None = None
+    dsn_file: FilePath | None = None
     admin_dsn: SecretStr | None = None
-    admin_dsn_file: Path | None = None
+    admin_dsn_file: FilePath | None = None
     slot_pattern: str | None = None
     liveness_url: str | None = None
     probe_name: str | None = None
@@ -100,7 +101,7 @@ class Settings(BaseSettings):
     # PostgreSQL's statement_timeout is an int of milliseconds (at most 2147483.647s): beyond it
     # every connection would fail.
     statement_timeout: Annotated[Duration, seconds_between("1s", "2147483s")] = 5.0
-    audit_log: Annotated[Path | None, EmptyIsUnset] = None
+    audit_log: Annotated[FilePath | None, EmptyIsUnset] = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shard: Annotated[str | None, EmptyIsUnset] = None
@@ -169,8 +170,12 @@ class Settings(BaseSettings):
 def parse_listen(value: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` -> (host, port); raises ValueError."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # ASCII digits: `isdigit` alone passes `٩٨٤٧` (and int() reads it as 9847).
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not sep or not digits or not 0 < int(port_text) < 65536:
         raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9847 or [::1]:9847")
+    if not host.isprintable() or any(c.isspace() for c in host):
+        raise ValueError("the host must be printable text without spaces")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         try:
@@ -232,24 +237,60 @@ def known_variables() -> set[str]:
     return names | {f"{PREFIX}CONFIG"}
 
 
+# Variables naming a file: its name is bytes to the system, and need not be UTF-8.
+_PATH_VARIABLES = frozenset(
+    f"{PREFIX}{name}" for name in ("CONFIG", "DSN_FILE", "ADMIN_DSN_FILE", "AUDIT_LOG")
+)
+
+
+def _variable(environ: Mapping[str, str], name: str) -> str | None:
+    """The variable `name` as the environment spells it: they are read in any case."""
+    return next((n for n in environ if n.upper() == name), None)
+
+
 def check_environment(environ: Mapping[str, str]) -> None:
-    """Reject unknown SLOTWATCH_* variables: a typo must not fall back to a default silently."""
+    """Reject unknown SLOTWATCH_* variables: a typo must not fall back to a default silently.
+
+    Variables are read in any case (pydantic-settings, case_sensitive=False), so two spellings of
+    one are refused too: which of them won would be an accident of the environment's order. A
+    text setting must be UTF-8: os.environ turns other bytes into surrogates, which no poll, no
+    listening socket and no log line can encode.
+    """
     known = known_variables()
+    spelled: dict[str, str] = {}
     for name in sorted(environ):
-        if name.upper().startswith(PREFIX) and name.upper() not in known:
-            raise ConfigError(f"unknown setting {name}{did_you_mean(name.upper(), known)}")
+        upper = name.upper()
+        if not upper.startswith(PREFIX):
+            continue
+        if upper not in known:
+            raise ConfigError(f"unknown setting {name}{did_you_mean(upper, known)}")
+        if upper in spelled:
+            raise ConfigError(f"{spelled[upper]} and {name} are both set; give only one")
+        spelled[upper] = name
+        if upper not in _PATH_VARIABLES and not _is_utf8(environ[name]):
+            raise ConfigError(f"{name}: must be UTF-8 text")
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load_settings(config_path: Path | str | None = None) -> tuple[Settings, tuple[Target, ...]]:
     """Read and validate the environment and the file; raises ConfigError with one line."""
     env = os.environ
     check_environment(env)
-    path = config_path or env.get(f"{PREFIX}CONFIG") or None
+    config_variable = _variable(env, f"{PREFIX}CONFIG")
+    path = config_path or (env[config_variable] if config_variable else None) or None
     file_values = read_config_file(Path(path), _top_level_keys()) if path else {}
     if file_values.get("targets"):
         for key in IDENTITY_KEYS:
-            name = setting_name("", key)
-            if name in env:
+            # As pydantic-settings reads it: `slotwatch_dsn` is SLOTWATCH_DSN.
+            name = _variable(env, setting_name("", key))
+            if name is not None:
                 raise ConfigError(
                     f"{name} cannot apply when the config file lists [[targets]]; set it per target"
                 )

@@ -6,7 +6,10 @@ process-wide settings and the merging live in settings.py.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -41,8 +44,48 @@ def seconds_between(low: str, high: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+def _duration(value: object) -> float:
+    try:
+        return parse_duration(value)
+    except OverflowError:
+        # A TOML integer of hundreds of digits does not fit a float.
+        raise ValueError("expected a finite duration such as 30s, 5m or 1h") from None
+
+
+# pydantic's ByteSize reads `1.5MiB` as a float times the unit; this reads the same text exactly.
+_SIZE_TEXT = re.compile(r"^\s*([0-9]*\.[0-9]+)\s*([A-Za-z]*)\s*$")
+
+
+def _whole_bytes(value: object) -> int:
+    """parse_size, refusing a size that is not a whole number of bytes (`1.5`, `1.0001KiB`):
+    rounding it down would turn 0.4 into 0 silently. `1.5MiB` is whole bytes, and allowed."""
+    if isinstance(value, float) and value > 0 and math.isfinite(value) and not value.is_integer():
+        raise ValueError("must be a whole number of bytes")  # pydantic: "not a size"
+    size = parse_size(value)
+    if isinstance(value, str) and (match := _SIZE_TEXT.match(value)):
+        unit = parse_size(f"1{match.group(2)}") if match.group(2) else 1
+        if (Decimal(match.group(1)) * unit) % 1 != 0:
+            raise ValueError("must be a whole number of bytes")
+    return size
+
+
+def _more_than_zero(value: int | None) -> int | None:
+    if value == 0:
+        raise ValueError("must be more than 0; leave it unset for none")
+    return value
+
+
+def _no_nul(value: Path | None) -> Path | None:
+    # The system cannot open a path with a NUL in it; TOML can write one (\u0000).
+    if value is not None and "\0" in str(value):
+        raise ValueError("must be a path without a NUL character")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+Size = Annotated[int, BeforeValidator(_whole_bytes)]
+# A file to read or write: no NUL in it.
+FilePath = Annotated[Path, AfterValidator(_no_nul)]
 # A per-target threshold: a year is already longer than any slot waits for anything.
 Threshold = Annotated[Duration, seconds_between("0s", "365d")]
 
@@ -102,7 +145,11 @@ class _Thresholds(BaseModel):
     lag_floor_bytes: Size = _DEFAULT.lag_floor_bytes
     lag_warn_bytes: Size = _DEFAULT.lag_warn_bytes
     at_risk_eta: Threshold = _DEFAULT.at_risk_eta
-    wal_budget_bytes: Annotated[Size | None, EmptyIsUnset] = _DEFAULT.wal_budget_bytes
+    # 0 has no meaning (docs/contract.md §6: unset is "no budget"); it would make every slot
+    # critical.
+    wal_budget_bytes: Annotated[Size | None, EmptyIsUnset, AfterValidator(_more_than_zero)] = (
+        _DEFAULT.wal_budget_bytes
+    )
     forecast_window: Threshold = _DEFAULT.forecast_window
     slot_database: Annotated[str | None, EmptyIsUnset] = None  # None: every database
     other_slots_top: int = OTHER_SLOTS_TOP
@@ -113,18 +160,20 @@ class _Thresholds(BaseModel):
         # From the environment a count arrives as text; a TOML true must not count as 1.
         if value == "":
             return OTHER_SLOTS_TOP
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
+        # ASCII digits only (`isdigit` alone passes `٣` and `²`), and no more than 1000 takes.
+        text = value.strip() if isinstance(value, str) else ""
+        if text.isascii() and text.isdigit() and len(text) <= 4:
+            value = int(text)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
             raise ValueError("must be a whole number from 0 (off) to 1000")
         return value
 
-    @field_validator("slot_pattern", "consumer_app", "probe_name", "liveness_url")
+    @field_validator("slot_pattern", "consumer_app", "probe_name", "liveness_url", "slot_database")
     @classmethod
-    def _printable(cls, value: str) -> str:
+    def _printable(cls, value: str | None) -> str | None:
         # PostgreSQL text cannot hold a NUL, and a control or format character would forge or
         # hide text wherever the value is echoed: refused here, not at the first poll.
-        if not value.isprintable():
+        if value is not None and not value.isprintable():
             raise ValueError(
                 "must be printable text: no control characters (NUL, newline, escape, ...)"
             )
@@ -190,9 +239,9 @@ class TargetEntry(_Thresholds):
 
     name: str = "default"
     dsn: SecretStr | None = None
-    dsn_file: Path | None = None
+    dsn_file: FilePath | None = None
     admin_dsn: SecretStr | None = None
-    admin_dsn_file: Path | None = None
+    admin_dsn_file: FilePath | None = None
 
     @field_validator("name")
     @classmethod

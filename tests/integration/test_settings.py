@@ -275,6 +275,23 @@ BAD: dict[str, Case] = {
         {"slotwatch.toml": f'lag_warn_bytes = inf\ndsn = "{URI_DSN}"\n'},
         names=("slotwatch.toml", "lag_warn_bytes"),
     ),
+    # Values Python itself cannot take (OverflowError, tomllib's digit limit, a NUL in a path):
+    # one line and 78 like every other bad value, not 70 "unexpected error".
+    "huge-integer-duration-in-file": Case(
+        {"SLOTWATCH_CONFIG": "{dir}/slotwatch.toml"},
+        {"slotwatch.toml": f'dsn = "{URI_DSN}"\nstall_after = 1{"0" * 400}\n'},
+        names=("slotwatch.toml", "stall_after"),
+    ),
+    "integer-beyond-the-digit-limit-in-file": Case(
+        {"SLOTWATCH_CONFIG": "{dir}/slotwatch.toml"},
+        {"slotwatch.toml": f'dsn = "{URI_DSN}"\nlag_warn_bytes = 1{"0" * 5000}\n'},
+        names=("slotwatch.toml", "lag_warn_bytes", "line 2"),
+    ),
+    "nul-in-dsn-file-path": Case(
+        {"SLOTWATCH_CONFIG": "{dir}/slotwatch.toml"},
+        {"slotwatch.toml": 'dsn_file = "/tmp/a\\u0000b"\n'},
+        names=("slotwatch.toml", "dsn_file", "NUL"),
+    ),
     "bool-duration-in-target": Case(
         {"SLOTWATCH_CONFIG": "{dir}/slotwatch.toml"},
         {"slotwatch.toml": f'[[targets]]\ndsn = "{URI_DSN}"\nstall_after = true\n'},
@@ -317,6 +334,19 @@ BAD: dict[str, Case] = {
             ("SLOTWATCH_DSN_FILE", "{dir}/dsn"),
             ("SLOTWATCH_TARGET_NAME", "prod"),
             ("SLOTWATCH_ADMIN_DSN", URI_DSN),
+        )
+    },
+    # ...in whatever case it is written: the variables are read in any case.
+    **{
+        f"env-{var}-in-any-case-with-targets": Case(
+            {"SLOTWATCH_CONFIG": "{dir}/slotwatch.toml", var: value},
+            {"slotwatch.toml": f'[[targets]]\nname = "a"\ndsn = "{KV_DSN}"\n', "dsn": URI_DSN},
+            names=(var, "[[targets]]"),
+        )
+        for var, value in (
+            ("slotwatch_dsn", URI_DSN),
+            ("Slotwatch_Dsn_File", "{dir}/dsn"),
+            ("slotwatch_target_name", "prod"),
         )
     },
 }
