@@ -253,7 +253,9 @@ class _CheckUnknown(SlotwatchError):
 
 
 def _debug_requested() -> bool:
-    return os.environ.get("SLOTWATCH_LOG_LEVEL", "").lower() == "debug"
+    # In any case, as the settings read it (`slotwatch_log_level=debug` sets debug there too).
+    level = (v for k, v in os.environ.items() if k.upper() == "SLOTWATCH_LOG_LEVEL")
+    return next(level, "").lower() == "debug"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

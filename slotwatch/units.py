@@ -8,7 +8,8 @@ import re
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 # The sign is matched so that `-5m` is refused as negative, not as unreadable.
-_DURATION = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+# ASCII digits: `\d` would read Arabic-Indic digits as a number of seconds too.
+_DURATION = re.compile(r"^\s*([-+]?[0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 # Sizes beyond this are typos, not disks: a PiB of WAL is more than any server slotwatch watches.
@@ -21,15 +22,18 @@ def parse_duration(value: object) -> float:
     """Seconds from `15`, `15s`, `500ms`, `5m`, `1h`, `2d`; raises ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 5m or 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str):
+            match = _DURATION.match(value)
+            if not match:
+                raise ValueError("expected a duration such as 30s, 5m or 1h")
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+        else:
             raise ValueError("expected a duration such as 30s, 5m or 1h")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
-    else:
-        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    except OverflowError:  # a TOML integer of hundreds of digits does not fit a float
+        seconds = math.inf
     if not math.isfinite(seconds):
         raise ValueError("expected a finite duration such as 30s, 5m or 1h")
     if seconds < 0:

@@ -44,14 +44,6 @@ def seconds_between(low: str, high: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _duration(value: object) -> float:
-    try:
-        return parse_duration(value)
-    except OverflowError:
-        # A TOML integer of hundreds of digits does not fit a float.
-        raise ValueError("expected a finite duration such as 30s, 5m or 1h") from None
-
-
 # pydantic's ByteSize reads `1.5MiB` as a float times the unit; this reads the same text exactly.
 _SIZE_TEXT = re.compile(r"^\s*([0-9]*\.[0-9]+)\s*([A-Za-z]*)\s*$")
 
@@ -82,7 +74,7 @@ def _no_nul(value: Path | None) -> Path | None:
     return value
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(_whole_bytes)]
 # A file to read or write: no NUL in it.
 FilePath = Annotated[Path, AfterValidator(_no_nul)]

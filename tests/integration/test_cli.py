@@ -340,3 +340,14 @@ def test_an_escape_sequence_in_a_config_key_reaches_no_terminal(
     line = _one_line(getattr(result, stream))
     assert "\x1b" not in line
     assert "unknown setting" in line
+
+
+def test_debug_in_any_case_shows_the_traceback() -> None:
+    # The settings read SLOTWATCH_LOG_LEVEL in any case; so does the choice to show a traceback.
+    env = _unreachable_env(slotwatch_log_level="debug")
+    result = run_cli("status", env=env, timeout=30)
+    assert result.returncode == 69
+    *log_lines, last = result.stderr.splitlines()
+    assert last.startswith("slotwatch: default: ")
+    records = [json.loads(line) for line in log_lines]
+    assert any("Traceback" in record.get("exception", "") for record in records)

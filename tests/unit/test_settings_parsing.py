@@ -64,6 +64,8 @@ def test_durations(text: object, seconds: float) -> None:
         (float("nan"), "finite"),
         (float("inf"), "finite"),
         ("9" * 400, "finite"),
+        (int("1" + "0" * 400), "finite"),  # a TOML integer too large for a float
+        ("\u0663\u0660s", "expected a duration"),  # 30 s in Arabic-Indic digits
         (None, "expected a duration"),
     ],
 )
