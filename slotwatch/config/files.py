@@ -20,7 +20,7 @@ from typing import Any
 
 from slotwatch.config.names import did_you_mean
 from slotwatch.config.targets import TARGET_KEYS
-from slotwatch.errors import ConfigError
+from slotwatch.errors import ConfigError, escaped
 
 CONFIG_FILE_MAX_BYTES = 1024 * 1024
 SECRET_FILE_MAX_BYTES = 64 * 1024
@@ -93,7 +93,7 @@ def read_config_file(path: Path, top_keys: Collection[str]) -> dict[str, Any]:
         data["target_name"] = data.pop("name")
     for key in sorted(set(data) - set(top_keys) - {"name"}):
         raise ConfigError(
-            f"config file {path}: unknown setting '{key}'{did_you_mean(key, top_keys)}"
+            f"config file {path}: unknown setting '{escaped(key)}'{did_you_mean(key, top_keys)}"
         )
     targets = data.get("targets", [])
     if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
@@ -102,7 +102,7 @@ def read_config_file(path: Path, top_keys: Collection[str]) -> dict[str, Any]:
         unknown = sorted(set(entry) - set(TARGET_KEYS))
         if unknown:
             raise ConfigError(
-                f"config file {path}: targets[{index}]: unknown setting '{unknown[0]}'"
+                f"config file {path}: targets[{index}]: unknown setting '{escaped(unknown[0])}'"
                 + did_you_mean(unknown[0], TARGET_KEYS)
             )
     return data

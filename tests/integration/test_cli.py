@@ -339,7 +339,7 @@ def test_an_escape_sequence_in_a_config_key_reaches_no_terminal(
     assert result.returncode == code, result
     line = _one_line(getattr(result, stream))
     assert "\x1b" not in line
-    assert "unknown setting" in line
+    assert "unknown setting 'a\\x0ab\\x1b[31mRED'" in line
 
 
 def test_debug_in_any_case_shows_the_traceback() -> None:
