@@ -77,6 +77,7 @@ def facts(server: ServerRow | None, row: SlotRow | None) -> SlotFacts:
         active=row.active,
         synced=row.synced,
         failover=row.failover,
+        database=row.database,
     )
 
 

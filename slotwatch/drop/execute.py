@@ -1,11 +1,14 @@
 """The drop on the admin connection: privileges, the slot's lock, terminate, drop until a deadline.
 
 A session advisory lock keyed on the slot name serialises concurrent drops. The drop statement
-itself re-checks that the slot exists, matches and is free, so nothing can change between the
-last check and the drop; with `terminate` each new holder is sent SIGTERM once and the drop
-retried with a doubling back-off (2 ms to 100 ms) while it exits, until the deadline. Outcomes
-are returned or raised as SlotwatchErrors; what to print is left to the caller, except the
-progress lines handed to `say`.
+itself re-checks that the slot exists, matches, is in the target's slot_database and is free, so
+nothing can change between the last check and the drop; with `terminate` each new holder is sent
+SIGTERM once and the drop retried with a doubling back-off (2 ms to 100 ms) while it exits, until
+the deadline. Every round trip waits for its answer at most statement_timeout plus the poll's
+grace (`db.answer_deadline`, kept by the poll's watchdog): a server that accepted the connection
+and went silent ends the drop with DatabaseUnreachable, never a hang. Outcomes are returned or
+raised as SlotwatchErrors; what to print is left to the caller, except the progress lines handed
+to `say`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import psycopg.errors
 from pydantic import SecretStr
 
 from slotwatch.config.settings import Target
+from slotwatch.drop.guard import DropRequest, SlotFacts, database_check
 from slotwatch.errors import DatabaseUnreachable, PermissionDenied, Refused, UnsupportedServer
 from slotwatch.model import PollResult, ServerRow, SlotRow
 from slotwatch.patterns import like_pattern
@@ -84,6 +88,11 @@ class AdminConnection:
             with contextlib.suppress(psycopg.Error):
                 self.conn.close()
 
+    @property
+    def params(self) -> dict[str, str | None]:
+        """What the drop and terminate statements re-check the slot against, besides its name."""
+        return {"slot_like": self.like, "slot_database": self.target.slot_database}
+
     def _connection(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
             self.conn = db.connect(
@@ -104,27 +113,46 @@ class AdminConnection:
             return "<role>"
 
     @contextlib.contextmanager
-    def _errors(self, doing: str, denied: str) -> Iterator[None]:
-        """A failed statement as a one-line error; a missing privilege names what to grant.
+    def _round_trip(
+        self,
+        doing: str,
+        denied: str,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        unanswered: str = "nothing was dropped",
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """One round trip on the connection (`conn`, else the one opened on first use), under
+        the poll's answer deadline; a failure as a one-line error.
 
-        `denied` is a template with {error} (the server's message) and {role}.
+        A missing privilege names what to grant (`denied` is a template with {error}, the
+        server's message, and {role}); no answer by the deadline says so, then `unanswered`.
         """
+        conn = conn if conn is not None else self._connection()
+        deadline = db.answer_deadline(conn, self.statement_timeout)
         try:
-            yield
+            with deadline:
+                yield conn
         except psycopg.errors.InsufficientPrivilege as exc:
             message = denied.format(error=one_line(exc), role=self.role())
             raise PermissionDenied(message) from None
         except psycopg.Error as exc:
+            if deadline.fired:
+                silent = db.no_answer(deadline).message
+                raise DatabaseUnreachable(f"{doing}: {silent}; {unanswered}") from None
             raise DatabaseUnreachable(f"{doing} failed: {one_line(exc)}") from None
 
     # --- reading ----------------------------------------------------------------------------
 
     def read(self) -> tuple[ServerRow | None, tuple[SlotRow, ...]]:
-        """One poll on the admin connection; (None, ()) means the server is a standby."""
-        conn = self._connection()
-        with self._errors(
+        """One poll on the admin connection; (None, ()) means the server is a standby.
+
+        The matching slots of every database, whatever the target's slot_database: the guard
+        names the database of a slot that is not the target's (`in_scope` keeps those out of
+        what is judged or offered).
+        """
+        with self._round_trip(
             "reading the slots", "cannot read the slots: {error}; GRANT pg_monitor TO {role}"
-        ):
+        ) as conn:
             try:
                 if self.statement is None:
                     # Once per connection: a watch window reads every second.
@@ -139,18 +167,30 @@ class AdminConnection:
             return server, slots
 
     def poll_result(self) -> PollResult:
-        """One poll as the daemon's store records it; a standby refuses the drop."""
+        """One poll as the daemon's store records it (the target's slots only); a standby
+        refuses the drop."""
         started, clock = time.time(), time.monotonic()
         server, rows = self.read()
         if server is None:
             raise Refused("the server became a standby (in recovery) during the drop")
-        return PollResult(self.target.name, started, time.monotonic() - clock, server, rows)
+        mine = tuple(row for row in rows if self.in_scope(row))
+        return PollResult(self.target.name, started, time.monotonic() - clock, server, mine)
+
+    def in_scope(self, row: SlotRow) -> bool:
+        """Whether the slot is in the target's slot_database (the guard's database check)."""
+        request = DropRequest(
+            row.name, self.target.slot_pattern, slot_database=self.target.slot_database
+        )
+        return database_check(request, SlotFacts(database=row.database)).passed
 
     # --- acting -----------------------------------------------------------------------------
 
     def check_privileges(self, *, terminate: bool) -> None:
         """Refuse before the prompt when the role could not drop (or terminate) at all."""
-        row = self._connection().execute(drop_privileges_statement()).fetchone()
+        with self._round_trip(
+            "reading the role's privileges", "cannot read the role's privileges: {error}"
+        ) as conn:
+            row = conn.execute(drop_privileges_statement()).fetchone()
         if row is None:  # pragma: no cover - current_user always has a pg_roles row
             return
         role, superuser, replication, signal_backend = row
@@ -171,19 +211,28 @@ class AdminConnection:
 
     def drop(self, slot: str, *, terminate: bool, deadline: float) -> Outcome:
         """Drop `slot` under its lock, terminating and retrying until `deadline` seconds."""
+        # The advisory lock is the session's: the lock, the drops, terminate and the unlock are
+        # all sent on this one connection.
         conn = self._connection()
         until = time.monotonic() + deadline
         self._lock(conn, slot, until + LOCK_GRACE)
         try:
             return self._drop_loop(conn, slot, until, terminate=terminate, deadline=deadline)
         finally:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(drop_unlock_statement(), {"slot": slot})
+            # The session's end releases the lock too: an unlock that fails changes nothing.
+            with (
+                contextlib.suppress(DatabaseUnreachable, PermissionDenied),
+                self._round_trip("releasing the drop lock", "{error}", conn=conn) as unlocking,
+            ):
+                unlocking.execute(drop_unlock_statement(), {"slot": slot})
 
     def _lock(self, conn: psycopg.Connection[Any], slot: str, until: float) -> None:
         waited = False
         while True:
-            row = conn.execute(drop_lock_statement(), {"slot": slot}).fetchone()
+            with self._round_trip(
+                "taking the slot's drop lock", "cannot take the drop lock: {error}", conn=conn
+            ):
+                row = conn.execute(drop_lock_statement(), {"slot": slot}).fetchone()
             if row is not None and row[0]:
                 return
             if not waited:
@@ -205,7 +254,7 @@ class AdminConnection:
         terminate: bool,
         deadline: float,
     ) -> Outcome:
-        params = {"slot": slot, "slot_like": self.like}
+        params = {"slot": slot, **self.params}
         holders: list[int] = []
         signals = _Signals(self.say)
         pause = FIRST_PAUSE
@@ -223,6 +272,12 @@ class AdminConnection:
                 raise Refused("the server became a standby (in recovery): nothing was dropped")
             if row is None:  # pragma: no cover - handled as gone above
                 return "already_gone"
+            if not self.in_scope(row):
+                # Dropped and made again, in another database: no longer this target's slot.
+                raise Refused(
+                    f"{slot} is now a slot of another database than the target's "
+                    "slot_database; nothing was dropped"
+                )
             if not row.active:
                 if row.synced or row.failover:
                     raise Refused(f"{slot} became a synced/failover slot; nothing was dropped")
@@ -251,11 +306,18 @@ class AdminConnection:
             time.sleep(max(0.0, min(pause, until - time.monotonic())))
             pause = min(pause * 2, MAX_PAUSE)
 
-    def _try_drop(self, conn: psycopg.Connection[Any], params: dict[str, str]) -> bool | None:
+    def _try_drop(
+        self, conn: psycopg.Connection[Any], params: dict[str, str | None]
+    ) -> bool | None:
         """True dropped, False not (held or changed), None: gone (someone else dropped it)."""
         self.drop_attempts += 1
-        with self._errors(
-            "the drop", "{error}: ALTER ROLE {role} REPLICATION; nothing was dropped"
+        with self._round_trip(
+            "the drop",
+            "{error}: ALTER ROLE {role} REPLICATION; nothing was dropped",
+            conn=conn,
+            # The statement may have reached the server and dropped the slot before it froze.
+            unanswered="whether the slot was dropped is not known: look at pg_replication_slots "
+            "before running the drop again",
         ):
             try:
                 rows = conn.execute(drop_statement(self.version_num), params).fetchall()
@@ -266,12 +328,14 @@ class AdminConnection:
         return len(rows) > 0
 
     def _terminate(
-        self, conn: psycopg.Connection[Any], params: dict[str, str], signals: _Signals
+        self, conn: psycopg.Connection[Any], params: dict[str, str | None], signals: _Signals
     ) -> None:
-        with self._errors(
+        with self._round_trip(
             "terminating the walsender",
             "{error}: GRANT pg_signal_backend TO {role} (a walsender of a superuser can only be "
             "terminated by a superuser); nothing was dropped",
+            conn=conn,
+            unanswered="nothing was dropped (the walsender may have been sent SIGTERM)",
         ):
             rows = conn.execute(terminate_statement(), params).fetchall()
         for pid, signalled in rows:

@@ -1,17 +1,19 @@
 """The drop guard: from plain facts about a slot and the operator's flags, allowed or refused.
 
 Pure, so it can be tested with a table. The checks run in two stages: `fast_checks` needs only
-the slot's name and one poll (pattern, existence, standby, synced/failover, active without
-`--terminate`), so a hopeless request is refused before any observation window; `evaluate` adds
-the state check once the state is known. The final SQL statement repeats the checks that can
-change between here and the drop (exists, matches, not active), so this guard decides what the
-operator is told and the statement decides what actually happens.
+the slot's name and one poll (pattern, existence, standby, the target's slot_database,
+synced/failover, active without `--terminate`), so a hopeless request is refused before any
+observation window; `evaluate` adds the state check once the state is known. The final SQL
+statement repeats the checks that can change between here and the drop (exists, matches, in the
+target's database, not active), so this guard decides what the operator is told and the
+statement decides what actually happens.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slotwatch.errors import escaped
 from slotwatch.model import SlotState
 from slotwatch.patterns import pattern_matches
 
@@ -28,6 +30,8 @@ class DropRequest:
     slot: str
     pattern: str
     terminate: bool = False
+    # The target's slot_database: only slots of this database are its own; None is every one.
+    slot_database: str | None = None
     force: bool = False
     reason: str | None = None
 
@@ -42,6 +46,7 @@ class SlotFacts:
     synced: bool | None = None
     failover: bool | None = None
     state: SlotState | None = None
+    database: str | None = None  # the slot's database (None: a physical slot, or not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,35 @@ class Verdict:
     @property
     def reasons(self) -> tuple[str, ...]:
         return tuple(check.detail for check in self.checks if not check.passed)
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """Text from outside (operator input, a database name) as it may be echoed: quoted, control
+    characters escaped, cut at `limit`."""
+    return f"'{escaped(text[:limit])}{'...' if len(text) > limit else ''}'"
+
+
+def database_check(request: DropRequest, facts: SlotFacts) -> Check:
+    """A target limited to one database (slot_database) owns only that database's slots.
+
+    `check` and the daemon do not watch the others: drop must not touch them either.
+    """
+    if request.slot_database is None:
+        return Check("database", True, "no slot_database: the target watches every database")
+    wanted = shown(request.slot_database)
+    if facts.database == request.slot_database:
+        return Check("database", True, f"the slot is in the target's slot_database {wanted}")
+    where = (
+        f"in database {shown(facts.database)}"
+        if facts.database is not None
+        else "in no database (a physical slot)"
+    )
+    return Check(
+        "database",
+        False,
+        f"slot '{request.slot}' is {where}, not in the target's slot_database {wanted}: "
+        "slotwatch drops only slots it watches",
+    )
 
 
 def fast_checks(request: DropRequest, facts: SlotFacts) -> Verdict:
@@ -106,6 +140,12 @@ def fast_checks(request: DropRequest, facts: SlotFacts) -> Verdict:
         )
         return Verdict(tuple(checks))
     checks.append(Check("exists", True, f"slot '{request.slot}' exists"))
+
+    database = database_check(request, facts)
+    checks.append(database)
+    if not database.passed:
+        # Not this target's slot: what it is (synced, held) is none of this target's business.
+        return Verdict(tuple(checks))
 
     if facts.synced or facts.failover:
         kind = "synced from the primary" if facts.synced else "a failover slot"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from slotwatch.drop import guard
 from slotwatch.drop.evidence import Reading
 from slotwatch.drop.guard import Verdict
 from slotwatch.model import SlotRow
@@ -15,11 +16,8 @@ NEXT_STEPS = (
     "snapshotting, then healthy."
 )
 
-
-def shown(text: str, limit: int = 80) -> str:
-    """Operator input as it may be echoed: quoted, control characters escaped, cut at `limit`."""
-    escaped = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit])
-    return f"'{escaped}{'...' if len(text) > limit else ''}'"
+# Text from outside as it may be echoed; the guard escapes what it names with it too.
+shown = guard.shown
 
 
 def checks(verdict: Verdict) -> list[str]:
@@ -38,6 +36,18 @@ def candidate(row: SlotRow, reading: Reading, droppable: bool) -> str:
     return (
         f"  {row.name}: {reading.state.value}{', active' if row.active else ''}"
         f" ({reading.source}){'  <- droppable' if droppable else ''}"
+    )
+
+
+def outside_database(rows: list[SlotRow], slot_database: str | None) -> str:
+    """The matching slots of other databases, named once and never offered."""
+    where = ", ".join(
+        f"{row.name} (database {shown(row.database) if row.database else 'none: physical'})"
+        for row in rows
+    )
+    return (
+        f"Not offered: {len(rows)} matching slot{'s' if len(rows) != 1 else ''} outside the "
+        f"target's slot_database {shown(slot_database or '')}: {where}"
     )
 
 

@@ -1,16 +1,18 @@
 """The guarded drop of a slot (docs/contract.md §5 `drop`): read, judge, confirm, drop, audit.
 
 The order is the safety argument:
-1. Refusals that need no history (pattern, missing, standby, synced/failover, active without
-   `--terminate`) come from one poll, before any observation window.
+1. Refusals that need no history (pattern, missing, standby, another database than the target's
+   slot_database, synced/failover, active without `--terminate`) come from one poll, before any
+   observation window.
 2. The state comes from the running daemon's /status when it answers (it has the history a wedge
    needs); otherwise an active slot is watched for `--observe`, and an inactive one is judged
    from one poll (evidence.py).
 3. Nothing changes without `--confirm`: the operator types the slot name at a terminal, or
    repeats it exactly as `--confirm=SLOT`. Never a pattern.
 4. On the admin connection (execute.py): a per-slot advisory lock, one drop statement that
-   re-checks the slot is still there, matching and free, and with `--terminate` terminate and
-   retry until `--deadline`.
+   re-checks the slot is still there, matching, in the target's database and free, and with
+   `--terminate` terminate and retry until `--deadline`. Every round trip, from the first read
+   on, has the poll's answer deadline: a silent server ends the drop (69), it never hangs it.
 5. Every confirmed attempt leaves one audit record, whatever its outcome (audit.py).
 """
 
@@ -221,6 +223,7 @@ class DropRun:
             terminate=bool(self.args.terminate),
             force=bool(self.args.force),
             reason=self.args.reason,
+            slot_database=self.target.slot_database,
         )
 
     def _refuse(self, slot: str, verdict: Verdict) -> None:
@@ -241,9 +244,20 @@ class DropRun:
         """No SLOT given: the one droppable slot, else refuse listing the candidates."""
         if server is None:
             raise Refused("the server is a standby (in recovery): drop slots on the primary")
+        # Slots of another database than the target's slot_database are not its own: never
+        # judged, never offered (the guard refuses them by name too).
+        outside = [row for row in rows if not self.admin.in_scope(row)]
+        rows = tuple(row for row in rows if self.admin.in_scope(row))
+        notes = [droptext.outside_database(outside, self.target.slot_database)] if outside else []
         if not rows:
+            self._print_lines(notes)
+            scope = (
+                f" in slot_database {droptext.shown(self.target.slot_database)}"
+                if self.target.slot_database is not None
+                else ""
+            )
             raise Refused(
-                f"no slot matches the pattern '{self.target.slot_pattern}' on target "
+                f"no slot matches the pattern '{self.target.slot_pattern}'{scope} on target "
                 f"{self.target.name}: nothing to drop"
             )
         daemon = evidence.daemon_view(self._daemon_url(), self.target.name)
@@ -261,11 +275,11 @@ class DropRun:
             lines.append(droptext.candidate(row, reading, ok))
         if len(droppable) == 1:
             self._print(f"No SLOT given; candidates matching '{self.target.slot_pattern}':")
-            self._print("\n".join(lines))
+            self._print_lines([*lines, *notes])
             self._print(f"Proposing the only droppable one: {droppable[0]}")
             return droppable[0]
         self._print(f"Candidates matching '{self.target.slot_pattern}':")
-        self._print("\n".join(lines))
+        self._print_lines([*lines, *notes])
         raise Refused(
             f"{len(droppable)} of {len(rows)} matching slots are droppable: name the slot "
             "(slotwatch drop SLOT)"

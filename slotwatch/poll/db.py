@@ -47,6 +47,21 @@ _KEEPALIVES = {
 ANSWER_GRACE = 2.0
 
 
+def answer_deadline(conn: psycopg.Connection[Any], statement_timeout: float) -> AnswerDeadline:
+    """The client's own deadline for one round trip on `conn`: statement_timeout plus
+    ANSWER_GRACE. The poll and every round trip of `drop` keep it the same way."""
+    return AnswerDeadline(conn, statement_timeout + ANSWER_GRACE)
+
+
+def no_answer(deadline: AnswerDeadline) -> PollError:
+    """What a round trip cut at its deadline ends with: a `timeout`, in one line."""
+    return PollError(
+        "timeout",
+        f"no answer within {deadline.seconds:g}s (statement_timeout plus "
+        f"{ANSWER_GRACE:g}s): the server or the network in between is stuck",
+    )
+
+
 def connect(
     dsn: SecretStr,
     *,
@@ -208,7 +223,7 @@ class TargetConnection:
                 except psycopg.OperationalError as exc:
                     error = classify_error(exc, connecting=True)
                     return PollResult(self.name, started, time.monotonic() - clock, error=error)
-            deadline = AnswerDeadline(self._conn, self._statement_timeout + ANSWER_GRACE)
+            deadline = answer_deadline(self._conn, self._statement_timeout)
             with deadline:
                 if self._statement is None:
                     self._statement = session_poll_statement(self._conn)
@@ -233,11 +248,7 @@ class TargetConnection:
             self.close()
             error = classify_error(exc)
             if deadline is not None and deadline.fired:
-                error = PollError(
-                    "timeout",
-                    f"no answer within {deadline.seconds:g}s (statement_timeout plus "
-                    f"{ANSWER_GRACE:g}s): the server or the network in between is stuck",
-                )
+                error = no_answer(deadline)
             return PollResult(self.name, started, time.monotonic() - clock, error=error)
         except Exception as exc:  # noqa: BLE001 - a surprise (a document we cannot parse, a
             # driver bug) must still read as a failed poll: else slotwatch_up keeps the last 1.

@@ -1,8 +1,9 @@
-"""A poll's answer deadline: one watchdog thread cuts the socket of a poll still unanswered.
+"""A round trip's answer deadline: one watchdog thread cuts the socket of one still unanswered.
 
-`db.TargetConnection` gives each poll `statement_timeout` plus a grace; the server enforces the
+`db.TargetConnection` gives each poll `statement_timeout` plus a grace (`db.answer_deadline`),
+and `drop` (slotwatch/drop/execute.py) each of its round trips the same; the server enforces the
 first itself, but only a process that is still running can, so the client keeps the deadline
-too. Nothing here knows the poll statement: it holds a connection and a time.
+too. Nothing here knows the statements: it holds a connection and a time.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ def poll_statement(version_num: int, *, list_waldir: bool = True) -> str:
 
 
 # The guarded drop (slotwatch/drop/execute.py). Each statement binds %(slot)s and, where it
-# re-checks the pattern, %(slot_like)s; none is ever built from pieces.
+# re-checks the guard, %(slot_like)s and %(slot_database)s (NULL: every database); none is ever
+# built from pieces.
 _DROP = ((170000, "drop_slot_pg17.sql"), (MIN_VERSION, "drop_slot_pg13.sql"))
 
 
@@ -69,7 +70,8 @@ def _by_version(choices: tuple[tuple[int, str], ...], version_num: int) -> str:
 
 
 def drop_statement(version_num: int) -> str:
-    """Drop the slot only if it still exists, matches and is free; one row per slot dropped."""
+    """Drop the slot only if it still exists, matches, is in the target's database and is free;
+    one row per slot dropped."""
     return _by_version(_DROP, version_num)
 
 

@@ -21,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg.conninfo import make_conninfo
 from slotwatch_proc import SLOTWATCH, SlotwatchProcess, clean_env, free_port, run_cli
 
 from sandbox.cluster import Cluster
 from sandbox.consumer import Consumer, create_slot, powersync_slot_name
+from sandbox.fleet import create_databases
 from sandbox.installs import PgInstall
+from sandbox.silent_pg import FreezingProxy, SilentPostgres
 from sandbox.waiting import wait_until
+from slotwatch.patterns import like_pattern
+from slotwatch.poll.db import ANSWER_GRACE
+from slotwatch.poll.queries import drop_statement
 
 CANARY = "canary-Pw-7d1e"  # in every DSN: it must never show up in any output or record
 
@@ -547,3 +553,188 @@ def test_no_slot_named_proposes_the_only_droppable_one(
         run = run_cli("drop", env=env)
         assert run.returncode == 3
         assert "2 of 3 matching slots are droppable" in run.stderr
+
+
+# --- a server that goes silent ------------------------------------------------------------------
+
+# Short timeouts keep the module fast: the bound is what the settings say, plus slack for the
+# interpreter's start and a loaded host.
+SILENT_STATEMENT_TIMEOUT = 1.0
+SILENT_CONNECT_TIMEOUT = 1.0
+SILENT_SLACK = 5.0
+SILENT_SLOT = "powersync_selfhost1_abcd"
+
+
+def silent_settings(dsn: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "SLOTWATCH_DSN": dsn,
+        "SLOTWATCH_LIVENESS_URL": "",
+        "SLOTWATCH_LISTEN": f"127.0.0.1:{free_port()}",
+        "SLOTWATCH_INACTIVE_AFTER": "1s",  # as settings(): inactive_slot() is inactive then
+        "SLOTWATCH_STATEMENT_TIMEOUT": f"{SILENT_STATEMENT_TIMEOUT:g}s",
+        "SLOTWATCH_CONNECT_TIMEOUT": f"{SILENT_CONNECT_TIMEOUT:g}s",
+        "SLOTWATCH_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "SLOTWATCH_LOG_FORMAT": "json",
+    }
+
+
+def timed_cli(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    began = time.monotonic()
+    # The subprocess timeout is far past the bound: a hang fails the assertion, not the run.
+    run = run_cli(*args, env=env, timeout=120)
+    return run, time.monotonic() - began
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without the structured log's JSON lines (the audit record goes there too)."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param([SILENT_SLOT], id="dry-run"),
+        pytest.param([], id="no-slot-named"),
+        pytest.param([SILENT_SLOT, f"--confirm={SILENT_SLOT}", "--terminate"], id="confirmed"),
+    ],
+)
+def test_a_server_that_logs_in_and_goes_silent_ends_the_drop_within_its_deadline(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """The server completes the startup handshake and then never answers (a frozen backend, a
+    proxy gone silent): statement_timeout cannot fire there. drop gives up on the first read
+    after statement_timeout plus the poll's grace, exits 69 with one line, drops nothing."""
+    with SilentPostgres() as server:
+        run, elapsed = timed_cli(
+            "drop", *args, env=silent_settings(server.dsn(password=CANARY), tmp_path)
+        )
+        assert server.messages >= 1, "the read reached the server and went unanswered"
+    print(f"drop against a silent server: exit {run.returncode} after {elapsed:.2f}s")
+    bound = SILENT_STATEMENT_TIMEOUT + ANSWER_GRACE + SILENT_CONNECT_TIMEOUT + SILENT_SLACK
+    assert elapsed < bound, run.stderr
+    assert elapsed >= SILENT_STATEMENT_TIMEOUT + ANSWER_GRACE, "it waited for the answer"
+    assert run.returncode == 69, run.stdout + run.stderr
+    wait = SILENT_STATEMENT_TIMEOUT + ANSWER_GRACE
+    assert error_lines(run.stderr) == [
+        f"slotwatch: reading the slots: no answer within {wait:g}s (statement_timeout plus "
+        f"{ANSWER_GRACE:g}s): the server or the network in between is stuck; nothing was dropped"
+    ]
+    assert_no_secret(run.stdout, run.stderr)
+    if "--confirm" in " ".join(args):
+        [record] = audit_records(tmp_path)
+        assert record["outcome"] == "unreachable"
+        assert record["drop_attempts"] == 0
+        assert "no answer within" in record["error"]
+    else:
+        assert audit_records(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        pytest.param(
+            b"slotwatch: drop lock",
+            "taking the slot's drop lock: no answer within {wait:g}s (statement_timeout plus "
+            "{grace:g}s): the server or the network in between is stuck; nothing was dropped",
+            id="lock",
+        ),
+        pytest.param(
+            b"slotwatch: drop slot",
+            "the drop: no answer within {wait:g}s (statement_timeout plus {grace:g}s): the "
+            "server or the network in between is stuck; whether the slot was dropped is not "
+            "known: look at pg_replication_slots before running the drop again",
+            id="drop",
+        ),
+    ],
+)
+def test_a_server_that_goes_silent_mid_drop_ends_it_within_its_deadline(
+    pg: Cluster, tmp_path: Path, cleanup_slots: list[str], marker: bytes, message: str
+) -> None:
+    """A real server behind a proxy that freezes when the lock or the drop statement passes:
+    every round trip of the drop has the same deadline as the first read, not only that one."""
+    slot = inactive_slot(pg)
+    cleanup_slots.append(slot)
+    with FreezingProxy(pg.port, marker) as proxy:
+        dsn = make_conninfo(pg.dsn(password=CANARY), port=proxy.port, sslmode="disable")
+        run, elapsed = timed_cli(
+            "drop", slot, f"--confirm={slot}", env=silent_settings(dsn, tmp_path)
+        )
+        assert proxy.frozen.is_set(), run.stdout + run.stderr
+    print(f"drop frozen at {marker.decode()}: exit {run.returncode} after {elapsed:.2f}s")
+    # The reads before the freeze and the interpreter's start take their share of the slack.
+    bound = SILENT_STATEMENT_TIMEOUT + ANSWER_GRACE + SILENT_CONNECT_TIMEOUT + SILENT_SLACK
+    assert elapsed < bound, run.stderr
+    assert run.returncode == 69, run.stdout + run.stderr
+    wait = SILENT_STATEMENT_TIMEOUT + ANSWER_GRACE
+    assert error_lines(run.stderr) == [
+        "slotwatch: " + message.format(wait=wait, grace=ANSWER_GRACE)
+    ]
+    assert exists(pg, slot), "the frozen proxy never passed the drop on"
+    [record] = audit_records(tmp_path)
+    assert record["outcome"] == "unreachable"
+    assert_no_secret(run.stdout, run.stderr, (tmp_path / "audit.jsonl").read_text())
+
+
+# --- a target limited to one database -----------------------------------------------------------
+
+
+def slot_in_database(cluster: Cluster, dbname: str) -> str:
+    """A matching logical slot created from (and so in) database `dbname`."""
+    name = powersync_slot_name(1)
+    with cluster.connect(dbname=dbname) as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+    return name
+
+
+def test_a_slot_of_another_database_is_never_dropped_nor_offered(
+    pg: Cluster, tmp_path: Path, cleanup_slots: list[str]
+) -> None:
+    """SLOTWATCH_SLOT_DATABASE=app: `check` does not watch a slot of database other1, so
+    drop refuses it by name (exit 3, naming both databases), does not offer it when no slot is
+    named, and its drop statement would not drop it either."""
+    (other_db,) = create_databases(pg, 1, prefix="other")
+    other = slot_in_database(pg, other_db)
+    cleanup_slots.append(other)
+    mine = inactive_slot(pg)
+    cleanup_slots.append(mine)
+    env = settings(pg, tmp_path, SLOTWATCH_SLOT_DATABASE="app")
+
+    refused = run_cli("drop", other, f"--confirm={other}", "--force", "--reason=x", env=env)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert error_lines(refused.stderr) == [
+        f"slotwatch: refused to drop {other}: slot '{other}' is in database '{other_db}', not "
+        "in the target's slot_database 'app': slotwatch drops only slots it watches"
+    ]
+    assert f"[FAIL] slot '{other}' is in database '{other_db}'" in refused.stdout
+    assert exists(pg, other)
+    [record] = audit_records(tmp_path)
+    assert record["outcome"] == "refused"
+    assert record["guard"][-1] == {
+        "check": "database",
+        "passed": False,
+        "detail": error_lines(refused.stderr)[0].split(": ", 2)[2],
+    }
+
+    listing = run_cli("drop", env=env)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    assert f"Proposing the only droppable one: {mine}" in listing.stdout
+    offered = [line for line in listing.stdout.splitlines() if line.startswith("  ")]
+    assert offered, listing.stdout
+    assert all(other not in line for line in offered), listing.stdout
+    assert (
+        f"Not offered: 1 matching slot outside the target's slot_database 'app': "
+        f"{other} (database '{other_db}')"
+    ) in listing.stdout
+    assert exists(pg, other)
+
+    # The statement re-checks the database itself: with the guard passed by mistake, it still
+    # drops nothing of another database, and drops the target's own slot.
+    with pg.connect() as conn:
+        statement = drop_statement(conn.info.server_version)
+        params = {"slot_like": like_pattern("powersync_selfhost%"), "slot_database": "app"}
+        assert conn.execute(statement, {"slot": other, **params}).fetchall() == []
+    assert exists(pg, other)
+    dropped = run_cli("drop", mine, f"--confirm={mine}", env=env)
+    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert not exists(pg, mine)
+    assert exists(pg, other)

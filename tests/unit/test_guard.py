@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slotwatch.drop.guard import DropRequest, SlotFacts, evaluate, fast_checks
+from slotwatch.drop.guard import DropRequest, SlotFacts, database_check, evaluate, fast_checks
 from slotwatch.model import SlotState
 
 PATTERN = "powersync_selfhost%"
@@ -92,6 +92,39 @@ CASES = [
         "state is lagging",
     ),
     ("state unknown", SLOT, facts(state=None), {}, False, "unknown"),
+    (
+        "slot of another database than the target's slot_database",
+        SLOT,
+        facts(database="app"),
+        {"slot_database": "postgres"},
+        False,
+        f"slot '{SLOT}' is in database 'app', not in the target's slot_database 'postgres'",
+    ),
+    (
+        "physical slot, target limited to one database",
+        SLOT,
+        facts(database=None),
+        {"slot_database": "app"},
+        False,
+        "in no database (a physical slot), not in the target's slot_database 'app'",
+    ),
+    (
+        "another database, even with --terminate --force --reason",
+        SLOT,
+        facts(database="app", active=True, state=SlotState.HEALTHY),
+        {"slot_database": "postgres", "terminate": True, "force": True, "reason": "x"},
+        False,
+        "not in the target's slot_database 'postgres'",
+    ),
+    (
+        "slot of the target's slot_database",
+        SLOT,
+        facts(database="app"),
+        {"slot_database": "app"},
+        True,
+        "",
+    ),
+    ("no slot_database: every database", SLOT, facts(database="other"), {}, True, ""),
 ]
 
 
@@ -142,3 +175,23 @@ def test_fast_checks_stop_at_the_first_failure_and_never_judge_state() -> None:
 def test_pattern_has_one_wildcard(pattern: str, slot: str, matches: bool) -> None:
     verdict = fast_checks(DropRequest(slot, pattern), facts())
     assert verdict.checks[0].passed is matches
+
+
+def test_a_slot_of_another_database_is_refused_before_anything_else_is_said_of_it() -> None:
+    request = DropRequest(SLOT, PATTERN, slot_database="postgres")
+    verdict = fast_checks(request, facts(database="app", synced=True, active=True))
+    assert [c.name for c in verdict.checks] == ["pattern", "primary", "exists", "database"]
+    assert not verdict.allowed
+    # The verb's listing asks the same question of each candidate.
+    assert not database_check(request, facts(database="app")).passed
+    assert database_check(request, facts(database="postgres")).passed
+    assert database_check(DropRequest(SLOT, PATTERN), facts(database=None)).passed
+
+
+def test_database_names_from_the_server_are_shown_escaped_on_one_line() -> None:
+    # A database name is anything its creator typed: it must not forge a line of the output.
+    request = DropRequest(SLOT, PATTERN, slot_database="app")
+    (reason,) = fast_checks(request, facts(database="evil\n  [pass] \x1b[32mok")).reasons
+    assert "\n" not in reason
+    assert "\x1b" not in reason
+    assert "database 'evil\\x0a  [pass] \\x1b[32mok'" in reason

@@ -4,6 +4,7 @@ SELECT s.slot_name, pg_drop_replication_slot(s.slot_name)
 FROM pg_replication_slots s
 WHERE s.slot_name = %(slot)s
   AND s.slot_name LIKE %(slot_like)s ESCAPE '\'
+  AND (%(slot_database)s::text IS NULL OR s.database = %(slot_database)s::text)
   AND NOT s.active
   AND NOT s.synced
   AND NOT s.failover

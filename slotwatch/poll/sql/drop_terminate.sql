@@ -6,4 +6,5 @@ SELECT s.active_pid, pg_terminate_backend(s.active_pid)
 FROM pg_replication_slots s
 WHERE s.slot_name = %(slot)s
   AND s.slot_name LIKE %(slot_like)s ESCAPE '\'
+  AND (%(slot_database)s::text IS NULL OR s.database = %(slot_database)s::text)
   AND s.active
