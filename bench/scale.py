@@ -828,7 +828,7 @@ def markdown(results: dict[str, Any], quick: bool, began: float, seconds: float)
         (row.detail["interval"] for row in results["fleet"] if "interval" in row.detail),
         DEFAULT_INTERVAL,
     )
-    default = " (the default)" if interval == DEFAULT_INTERVAL else ""
+    default = ", the default" if interval == DEFAULT_INTERVAL else ""
     out += [
         "",
         f"## Fleet in one process ({interval:g} s interval{default})",
