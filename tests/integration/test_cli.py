@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,8 +22,9 @@ from pathlib import Path
 import psycopg
 import pytest
 import structlog
-from slotwatch_proc import free_port, run_cli
+from slotwatch_proc import SLOTWATCH, clean_env, free_port, run_cli
 
+from sandbox.fleet import BlackHole
 from slotwatch import __version__, cli
 from slotwatch.logs import REDACTED, REDACTOR, Redactor, configure, get_logger
 
@@ -351,3 +354,35 @@ def test_debug_in_any_case_shows_the_traceback() -> None:
     assert last.startswith("slotwatch: default: ")
     records = [json.loads(line) for line in log_lines]
     assert any("Traceback" in record.get("exception", "") for record in records)
+
+
+def test_ctrl_c_in_a_one_shot_verb_is_exit_130_and_one_line() -> None:
+    # README and docs/contract.md §5: 130, interrupted before a one-shot verb finished. The
+    # verb waits on a listener that never answers and is interrupted there. The driver's connect
+    # takes the signal only when its attempt ends (the connect timeout), not at once.
+    with BlackHole() as hole:
+        env = clean_env(
+            {
+                "SLOTWATCH_DSN": hole.dsn(),
+                "SLOTWATCH_LIVENESS_URL": "",
+                "SLOTWATCH_CONNECT_TIMEOUT": "3s",
+            }
+        )
+        proc = subprocess.Popen(
+            [SLOTWATCH, "status"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(1.5)  # past start-up, into the connect (the pace of the story)
+            assert proc.poll() is None, proc.communicate()
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert stderr == "slotwatch: interrupted\n"
+    assert "Traceback" not in stdout
