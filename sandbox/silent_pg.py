@@ -132,11 +132,16 @@ class SilentPostgres(_Listener):
 
 
 class FreezingProxy(_Listener):
-    """Forwards to 127.0.0.1:`upstream_port` until the client sends `marker`, then freezes."""
+    """Forwards to 127.0.0.1:`upstream_port` until the client sends `marker`, then freezes.
 
-    def __init__(self, upstream_port: int, marker: bytes) -> None:
+    With `cut`, the message that carries the marker still reaches the server, and then the
+    client's connection is closed before any answer: the statement runs, its client never learns.
+    """
+
+    def __init__(self, upstream_port: int, marker: bytes, *, cut: bool = False) -> None:
         self.upstream_port = upstream_port
         self.marker = marker
+        self.cut = cut
         self.frozen = threading.Event()
         super().__init__()
 
@@ -157,6 +162,10 @@ class FreezingProxy(_Listener):
                     return
                 if from_client and self.marker in tail + chunk:
                     self.frozen.set()
+                    if self.cut:
+                        sink.sendall(chunk)
+                        source.shutdown(socket.SHUT_RDWR)  # the client sees the server go
+                        continue
                 if self.frozen.is_set():
                     # Frozen: read on so nothing pushes back, forward nothing, close nothing.
                     continue

@@ -20,7 +20,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, NoReturn
 
 from slotwatch import __version__
-from slotwatch.errors import DatabaseUnreachable, SlotwatchError, UsageError, printable_line
+from slotwatch.errors import (
+    DatabaseUnreachable,
+    InterruptedUnknown,
+    SlotwatchError,
+    UsageError,
+    printable_line,
+)
 
 if TYPE_CHECKING:
     from slotwatch.config.settings import Settings, Target
@@ -273,8 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlotwatchError as exc:
         _fail(exc, exc.exit_code)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("slotwatch: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        left = f": {printable_line(str(exc))}" if isinstance(exc, InterruptedUnknown) else ""
+        print(f"slotwatch: interrupted{left}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last net: one line, exit 70, never a traceback
         _fail(exc, 70, unexpected=True)

@@ -9,7 +9,8 @@
     └── Refused                3  the drop guard said no
 
 Messages are one line, say what went wrong and what to do, and never carry a secret:
-they are printed as they are by the CLI.
+they are printed as they are by the CLI. Ctrl-C is a KeyboardInterrupt (exit 130); one
+raised as InterruptedUnknown says what the interrupt left unknown.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class PermissionDenied(SlotwatchError):
 
 class Refused(SlotwatchError):
     exit_code = 3
+
+
+class InterruptedUnknown(KeyboardInterrupt):
+    """Ctrl-C while a statement that changes the server waited for its answer: the message
+    says what may or may not have happened."""
 
 
 def escaped(text: str) -> str:

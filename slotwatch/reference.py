@@ -1,4 +1,5 @@
-"""Writes docs/reference.md from the code: metrics, states, endpoints, verbs, exit codes, settings.
+"""Writes docs/reference.md from the code: metrics, states, endpoints, verbs, exit codes, drop
+audit outcomes, settings.
 
     python -m slotwatch.reference          # rewrite docs/reference.md
     python -m slotwatch.reference --check  # exit 1 if the committed page differs
@@ -22,6 +23,7 @@ from slotwatch.cli import build_parser
 from slotwatch.config.names import PREFIX
 from slotwatch.config.settings import Settings
 from slotwatch.config.targets import IDENTITY_KEYS, TARGET_KEYS, TargetEntry
+from slotwatch.drop.audit import OUTCOMES
 from slotwatch.model import SlotState
 from slotwatch.serve.http import ENDPOINTS
 from slotwatch.serve.metrics import FAMILIES
@@ -206,6 +208,18 @@ def _exit_codes() -> list[str]:
     return [*lines, ""]
 
 
+def _audit_outcomes() -> list[str]:
+    lines = [
+        "## Drop audit outcomes",
+        "",
+        "The `outcome` of the record every confirmed `drop` leaves in the log and in"
+        " `SLOTWATCH_AUDIT_LOG` (docs/contract.md §5).",
+        "",
+    ]
+    lines += _table(["outcome", "means"], ((f"`{k}`", v) for k, v in OUTCOMES.items()))
+    return [*lines, ""]
+
+
 def setting_rows() -> list[tuple[str, str, str, str]]:
     """(variable, TOML key, where it may be set, default) for every setting the code reads."""
     rows: list[tuple[str, str, str, str]] = []
@@ -263,6 +277,7 @@ def page() -> str:
         *_endpoints(),
         *_verbs(),
         *_exit_codes(),
+        *_audit_outcomes(),
         *_settings(),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from slotwatch.drop.guard import Verdict
 from slotwatch.errors import (
     ConfigError,
     DatabaseUnreachable,
+    InterruptedUnknown,
     PermissionDenied,
     Refused,
     SlotwatchError,
@@ -48,7 +49,38 @@ FIGURE_KEYS = (
     "reasons",
 )
 
-_OUTCOMES: dict[type[SlotwatchError], str] = {
+AuditOutcome = Literal[
+    "dropped",
+    "already_gone",
+    "refused",
+    "deadline",
+    "aborted",
+    "permission_denied",
+    "unreachable",
+    "unknown",
+    "usage_error",
+    "error",
+]
+
+# Every outcome an audit record can carry, and what it tells the operator (docs/reference.md).
+OUTCOMES: dict[AuditOutcome, str] = {
+    "dropped": "the slot was dropped (exit 0)",
+    "already_gone": "the slot was gone when the drop ran: someone else dropped it (exit 0)",
+    "refused": "the guard said no (exit 3); nothing was dropped",
+    "deadline": "a walsender held the slot until the deadline passed (exit 3); nothing was dropped",
+    "aborted": "the name typed back did not match (exit 3), or Ctrl-C (exit 130) before the drop"
+    " statement was sent; nothing was dropped",
+    "permission_denied": "the role lacks a privilege (exit 77); nothing was dropped",
+    "unreachable": "the server could not be reached, or stopped answering, before the drop"
+    " statement was sent (exit 69); nothing was dropped",
+    "unknown": "the drop statement was sent and its answer never came: no answer or the connection"
+    " lost (exit 69), or Ctrl-C (exit 130); the slot may be gone: look at pg_replication_slots"
+    " before trying again",
+    "usage_error": "the arguments were wrong (exit 64); nothing was dropped",
+    "error": "anything unexpected (exit 70)",
+}
+
+_OUTCOMES: dict[type[SlotwatchError], AuditOutcome] = {
     Refused: "refused",
     PermissionDenied: "permission_denied",
     DatabaseUnreachable: "unreachable",
@@ -72,7 +104,7 @@ class Attempt:
     guard: list[dict[str, Any]] = field(default_factory=list)
     terminated_pids: list[int] = field(default_factory=list)
     drop_attempts: int = 0
-    outcome: str = "error"
+    outcome: AuditOutcome = "error"
     error: str | None = None
 
     def note_guard(self, verdict: Verdict) -> None:
@@ -164,8 +196,10 @@ def audited(path: Path | None, attempt: Attempt) -> Iterator[Attempt]:
             attempt.outcome = _OUTCOMES.get(type(exc), "error")
         attempt.error = REDACTOR.scrub(str(exc))
         raise
-    except KeyboardInterrupt:
-        attempt.outcome, attempt.error = "aborted", "interrupted"
+    except KeyboardInterrupt as exc:
+        unknown = isinstance(exc, InterruptedUnknown)
+        attempt.outcome = "unknown" if unknown else "aborted"
+        attempt.error = f"interrupted: {exc}" if unknown else "interrupted"
         raise
     except Exception as exc:
         attempt.outcome, attempt.error = "error", REDACTOR.scrub(f"{type(exc).__name__}: {exc}")

@@ -6,7 +6,8 @@ nothing can change between the last check and the drop; with `terminate` each ne
 SIGTERM once and the drop retried with a doubling back-off (2 ms to 100 ms) while it exits, until
 the deadline. Every round trip waits for its answer at most statement_timeout plus the poll's
 grace (`db.answer_deadline`, kept by the poll's watchdog): a server that accepted the connection
-and went silent ends the drop with DatabaseUnreachable, never a hang. Outcomes are returned or
+and went silent ends the drop with DatabaseUnreachable, never a hang (OutcomeUnknown when it was
+the drop statement that went unanswered: the slot may be gone). Outcomes are returned or
 raised as SlotwatchErrors; what to print is left to the caller, except the progress lines handed
 to `say`.
 """
@@ -25,7 +26,13 @@ from pydantic import SecretStr
 
 from slotwatch.config.settings import Target
 from slotwatch.drop.guard import DropRequest, SlotFacts, database_check
-from slotwatch.errors import DatabaseUnreachable, PermissionDenied, Refused, UnsupportedServer
+from slotwatch.errors import (
+    DatabaseUnreachable,
+    InterruptedUnknown,
+    PermissionDenied,
+    Refused,
+    UnsupportedServer,
+)
 from slotwatch.model import PollResult, ServerRow, SlotRow
 from slotwatch.patterns import like_pattern
 from slotwatch.poll import db
@@ -53,6 +60,12 @@ Outcome = Literal["dropped", "already_gone"]
 
 class DeadlinePassed(Refused):
     """The walsender kept the slot until the deadline: nothing was dropped."""
+
+
+class OutcomeUnknown(DatabaseUnreachable):
+    """The drop statement was sent and its answer never came (no answer by the deadline, or
+    the connection lost): the server may have dropped the slot. Exit 69, audit outcome
+    `unknown`."""
 
 
 class AdminConnection:
@@ -120,12 +133,16 @@ class AdminConnection:
         *,
         conn: psycopg.Connection[Any] | None = None,
         unanswered: str = "nothing was dropped",
+        changes: bool = False,
     ) -> Iterator[psycopg.Connection[Any]]:
         """One round trip on the connection (`conn`, else the one opened on first use), under
         the poll's answer deadline; a failure as a one-line error.
 
         A missing privilege names what to grant (`denied` is a template with {error}, the
         server's message, and {role}); no answer by the deadline says so, then `unanswered`.
+        A round trip that `changes` the server and lost its answer (the deadline, or the
+        connection gone: an error the server did not send) raises OutcomeUnknown, with
+        `unanswered` after the error as well.
         """
         conn = conn if conn is not None else self._connection()
         deadline = db.answer_deadline(conn, self.statement_timeout)
@@ -136,10 +153,13 @@ class AdminConnection:
             message = denied.format(error=one_line(exc), role=self.role())
             raise PermissionDenied(message) from None
         except psycopg.Error as exc:
+            lost = deadline.fired or exc.sqlstate is None  # no answer from the server itself
+            unreachable = OutcomeUnknown if changes and lost else DatabaseUnreachable
             if deadline.fired:
                 silent = db.no_answer(deadline).message
-                raise DatabaseUnreachable(f"{doing}: {silent}; {unanswered}") from None
-            raise DatabaseUnreachable(f"{doing} failed: {one_line(exc)}") from None
+                raise unreachable(f"{doing}: {silent}; {unanswered}") from None
+            after = f"; {unanswered}" if changes and lost else ""
+            raise unreachable(f"{doing} failed: {one_line(exc)}{after}") from None
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -218,13 +238,18 @@ class AdminConnection:
         self._lock(conn, slot, until + LOCK_GRACE)
         try:
             return self._drop_loop(conn, slot, until, terminate=terminate, deadline=deadline)
+        except KeyboardInterrupt:
+            # The session's end releases the lock: Ctrl-C waits for no further round trip.
+            self.close()
+            raise
         finally:
-            # The session's end releases the lock too: an unlock that fails changes nothing.
+            # So does a connection lost; an unlock that fails changes nothing.
             with (
                 contextlib.suppress(DatabaseUnreachable, PermissionDenied),
                 self._round_trip("releasing the drop lock", "{error}", conn=conn) as unlocking,
             ):
-                unlocking.execute(drop_unlock_statement(), {"slot": slot})
+                if not conn.closed:
+                    unlocking.execute(drop_unlock_statement(), {"slot": slot})
 
     def _lock(self, conn: psycopg.Connection[Any], slot: str, until: float) -> None:
         waited = False
@@ -318,9 +343,16 @@ class AdminConnection:
             # The statement may have reached the server and dropped the slot before it froze.
             unanswered="whether the slot was dropped is not known: look at pg_replication_slots "
             "before running the drop again",
+            changes=True,
         ):
             try:
                 rows = conn.execute(drop_statement(self.version_num), params).fetchall()
+            except KeyboardInterrupt:
+                # psycopg cancels the statement, which may have run already.
+                raise InterruptedUnknown(
+                    "during the drop statement; whether the slot was dropped is not known: look "
+                    "at pg_replication_slots before running the drop again"
+                ) from None
             except psycopg.errors.UndefinedObject:
                 return None  # 42704: dropped by someone else between our scan and our call
             except psycopg.errors.ObjectInUse:

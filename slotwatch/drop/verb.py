@@ -29,7 +29,7 @@ from slotwatch.drop import evidence
 from slotwatch.drop import text as droptext
 from slotwatch.drop.audit import Attempt, audited
 from slotwatch.drop.evidence import Reading, Vanished
-from slotwatch.drop.execute import AdminConnection, DeadlinePassed
+from slotwatch.drop.execute import AdminConnection, DeadlinePassed, OutcomeUnknown
 from slotwatch.drop.guard import (
     PROTECTED_STATES,
     DropRequest,
@@ -330,6 +330,10 @@ class DropRun:
         except DeadlinePassed:
             if self.attempt is not None:
                 self.attempt.outcome = "deadline"
+            raise
+        except OutcomeUnknown:
+            if self.attempt is not None:
+                self.attempt.outcome = "unknown"  # the slot may be gone: never "unreachable"
             raise
         finally:
             if self.attempt is not None:

@@ -562,6 +562,7 @@ def test_no_slot_named_proposes_the_only_droppable_one(
 SILENT_STATEMENT_TIMEOUT = 1.0
 SILENT_CONNECT_TIMEOUT = 1.0
 SILENT_SLACK = 5.0
+PSYCOPG_CANCEL_WAIT = 5.0  # how long psycopg waits for a cancel request on Ctrl-C, at most
 SILENT_SLOT = "powersync_selfhost1_abcd"
 
 
@@ -630,28 +631,38 @@ def test_a_server_that_logs_in_and_goes_silent_ends_the_drop_within_its_deadline
 
 
 @pytest.mark.parametrize(
-    ("marker", "message"),
+    "case",
     [
         pytest.param(
-            b"slotwatch: drop lock",
-            "taking the slot's drop lock: no answer within {wait:g}s (statement_timeout plus "
-            "{grace:g}s): the server or the network in between is stuck; nothing was dropped",
+            (
+                b"slotwatch: drop lock",
+                "taking the slot's drop lock: no answer within {wait:g}s (statement_timeout "
+                "plus {grace:g}s): the server or the network in between is stuck; nothing was "
+                "dropped",
+                "unreachable",
+            ),
             id="lock",
         ),
         pytest.param(
-            b"slotwatch: drop slot",
-            "the drop: no answer within {wait:g}s (statement_timeout plus {grace:g}s): the "
-            "server or the network in between is stuck; whether the slot was dropped is not "
-            "known: look at pg_replication_slots before running the drop again",
+            (
+                b"slotwatch: drop slot",
+                "the drop: no answer within {wait:g}s (statement_timeout plus {grace:g}s): the "
+                "server or the network in between is stuck; whether the slot was dropped is "
+                "not known: look at pg_replication_slots before running the drop again",
+                "unknown",
+            ),
             id="drop",
         ),
     ],
 )
 def test_a_server_that_goes_silent_mid_drop_ends_it_within_its_deadline(
-    pg: Cluster, tmp_path: Path, cleanup_slots: list[str], marker: bytes, message: str
+    pg: Cluster, tmp_path: Path, cleanup_slots: list[str], case: tuple[bytes, str, str]
 ) -> None:
     """A real server behind a proxy that freezes when the lock or the drop statement passes:
-    every round trip of the drop has the same deadline as the first read, not only that one."""
+    every round trip of the drop has the same deadline as the first read, not only that one.
+    Frozen at the drop statement, the audit record says the outcome is unknown: the statement
+    may have run (here the proxy never passed it on)."""
+    marker, message, outcome = case
     slot = inactive_slot(pg)
     cleanup_slots.append(slot)
     with FreezingProxy(pg.port, marker) as proxy:
@@ -671,7 +682,38 @@ def test_a_server_that_goes_silent_mid_drop_ends_it_within_its_deadline(
     ]
     assert exists(pg, slot), "the frozen proxy never passed the drop on"
     [record] = audit_records(tmp_path)
-    assert record["outcome"] == "unreachable"
+    assert record["outcome"] == outcome
+    assert_no_secret(run.stdout, run.stderr, (tmp_path / "audit.jsonl").read_text())
+
+
+def test_a_connection_lost_after_the_drop_statement_leaves_the_outcome_unknown(
+    pg: Cluster, tmp_path: Path, cleanup_slots: list[str]
+) -> None:
+    """The proxy passes the drop statement on and then closes the client's connection: the
+    server drops the slot, slotwatch never hears so. It must not claim either way: exit 69,
+    one line saying the outcome is not known, audit outcome `unknown` (never `unreachable`,
+    which says nothing was dropped)."""
+    slot = inactive_slot(pg)
+    cleanup_slots.append(slot)
+    with FreezingProxy(pg.port, b"slotwatch: drop slot", cut=True) as proxy:
+        dsn = make_conninfo(pg.dsn(password=CANARY), port=proxy.port, sslmode="disable")
+        run, elapsed = timed_cli(
+            "drop", slot, f"--confirm={slot}", env=silent_settings(dsn, tmp_path)
+        )
+        assert proxy.frozen.is_set(), run.stdout + run.stderr
+    print(f"drop cut after its statement: exit {run.returncode} after {elapsed:.2f}s")
+    assert run.returncode == 69, run.stdout + run.stderr
+    [line] = error_lines(run.stderr)
+    assert line.startswith("slotwatch: the drop failed: "), line
+    assert line.endswith(
+        "; whether the slot was dropped is not known: look at pg_replication_slots before "
+        "running the drop again"
+    ), line
+    wait_until(lambda: not exists(pg, slot), 10, message="the server ran the drop it was sent")
+    [record] = audit_records(tmp_path)
+    assert record["outcome"] == "unknown"
+    assert record["drop_attempts"] == 1
+    assert "whether the slot was dropped is not known" in record["error"]
     assert_no_secret(run.stdout, run.stderr, (tmp_path / "audit.jsonl").read_text())
 
 
@@ -738,3 +780,44 @@ def test_a_slot_of_another_database_is_never_dropped_nor_offered(
     assert dropped.returncode == 0, dropped.stdout + dropped.stderr
     assert not exists(pg, mine)
     assert exists(pg, other)
+
+
+def test_ctrl_c_while_the_drop_statement_waits_leaves_the_outcome_unknown(
+    pg: Cluster, tmp_path: Path, cleanup_slots: list[str]
+) -> None:
+    """Ctrl-C while the drop statement waits for its answer (the proxy froze once it passed):
+    the statement may have run, so the one line and the audit record say the outcome is not
+    known, not that the drop was aborted; exit 130 as for any interrupt. On Ctrl-C the driver
+    sends the server a cancel request and gives it PSYCOPG_CANCEL_WAIT to arrive: here it goes
+    through the frozen proxy too, so that wait is spent in full, and nothing more (no unlock)."""
+    slot = inactive_slot(pg)
+    cleanup_slots.append(slot)
+    with FreezingProxy(pg.port, b"slotwatch: drop slot") as proxy:
+        dsn = make_conninfo(pg.dsn(password=CANARY), port=proxy.port, sslmode="disable")
+        proc = subprocess.Popen(
+            [SLOTWATCH, "drop", slot, f"--confirm={slot}"],
+            env=clean_env(silent_settings(dsn, tmp_path)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(proxy.frozen.is_set, 30, message="the drop statement reached the proxy")
+            began = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        elapsed = time.monotonic() - began
+    print(f"Ctrl-C during the drop statement: exit {proc.returncode} {elapsed:.2f}s after it")
+    assert proc.returncode == 130, stdout + stderr
+    assert error_lines(stderr) == [
+        "slotwatch: interrupted: during the drop statement; whether the slot was dropped is not "
+        "known: look at pg_replication_slots before running the drop again"
+    ]
+    assert elapsed < PSYCOPG_CANCEL_WAIT + SILENT_SLACK, "it waited for more than the cancel"
+    [record] = audit_records(tmp_path)
+    assert record["outcome"] == "unknown"
+    assert record["error"].startswith("interrupted: during the drop statement")
+    assert_no_secret(stdout, stderr, (tmp_path / "audit.jsonl").read_text())

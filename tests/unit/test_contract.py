@@ -3,6 +3,8 @@ against §2, the settings against §6, and docs/reference.md against what the co
 
 from __future__ import annotations
 
+from typing import get_args
+
 from spec_contract import (
     ALERT_LABELS,
     ALERTS,
@@ -14,6 +16,7 @@ from spec_contract import (
 )
 
 from slotwatch import reference
+from slotwatch.drop.audit import OUTCOMES, AuditOutcome
 from slotwatch.model import SlotState
 from slotwatch.serve.metrics import FAMILIES, NAMES
 from slotwatch.serve.metrics import SLOT as SLOT_SCOPE
@@ -70,3 +73,10 @@ def test_the_readme_names_every_setting() -> None:
     readme = (reference.PAGE.parents[1] / "README.md").read_text(encoding="utf-8")
     variables = [variable for variable, *_ in reference.setting_rows()]
     assert [v for v in variables if f"`{v}`" not in readme] == []
+
+
+def test_every_audit_outcome_the_code_can_write_is_explained() -> None:
+    """The record's outcome is typed: an outcome the code sets that the reference page does not
+    explain fails mypy, and one explained that the type does not allow fails here."""
+    assert set(OUTCOMES) == set(get_args(AuditOutcome))
+    assert all(text.strip() for text in OUTCOMES.values())
