@@ -6,8 +6,8 @@ one-shot verb never loads the daemon's scheduler.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 from slotwatch.config.settings import Settings, Target
 from slotwatch.judge.memory import Memory
@@ -162,6 +162,24 @@ def poll_once(settings: Settings, targets: tuple[Target, ...]) -> Snapshot:
             finally:
                 prober.close()
 
-    with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
-        list(pool.map(one, targets))
+    # Daemon threads, joined here: Ctrl-C ends the verb at once, where a pool's workers were
+    # waited for at exit, each until its connect attempt timed out.
+    failures: dict[int, BaseException] = {}
+
+    def run(index: int, target: Target) -> None:
+        try:
+            one(target)
+        except BaseException as exc:  # noqa: BLE001 - raised again below, in the caller's thread
+            failures[index] = exc
+
+    threads = [
+        threading.Thread(target=run, args=(i, t), name=f"poll {t.name}", daemon=True)
+        for i, t in enumerate(targets)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[min(failures)]  # the first target's, as the pool's map raised it
     return store.snapshot()
