@@ -3,7 +3,7 @@
 Stories:
 - 50 targets on one cluster, 5 of them black holes (a listener that never answers): every other
   target is polled within one poll interval, all the time; the black holes read down, as
-  timeouts, and /metrics keeps answering.
+  timeouts, and /metrics keeps answering. The first polls start ten at a time, 200 ms apart.
 - Two replicas share one targets file with SLOTWATCH_SHARD=0/2 and 1/2: each target is polled by
   exactly one of them, and together they poll them all.
 """
@@ -20,11 +20,12 @@ from sandbox import Cluster, get_install
 from sandbox.fleet import BlackHole, create_databases, fleet_targets, write_targets_file
 from sandbox.waiting import wait_until
 from slotwatch.config.shard import Shard, share
-from tests.slotwatch_proc import SlotwatchProcess
+from tests.slotwatch_proc import Metrics, SlotwatchProcess
 
 INTERVAL = 4.0  # poll interval of the fleet test, seconds
 CONNECT_TIMEOUT = 10  # a black-holed poll holds its worker this long: beyond two intervals
 SLACK = 2.0  # scheduling and the poll's own duration, on a loaded 2-core machine
+BATCH_JITTER = 0.1  # how much later than its peers the first batch's earliest poll may start
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,15 @@ def fleet_cluster() -> Iterator[Cluster]:
 
 def _up(proc: SlotwatchProcess) -> dict[str, float]:
     return {labels["target"]: value for labels, value in proc.metrics().find("slotwatch_up")}
+
+
+def _poll_start(metrics: Metrics, target: str) -> float:
+    """When the target's last successful poll started, to the microsecond."""
+    ended = metrics.value("slotwatch_last_poll_success_timestamp_seconds", target=target)
+    took = metrics.value("slotwatch_poll_duration_seconds", target=target)
+    assert ended is not None, target
+    assert took is not None, target
+    return ended - took
 
 
 def test_fifty_targets_with_black_holes_are_each_polled_within_one_interval(
@@ -61,6 +71,19 @@ def test_fifty_targets_with_black_holes_are_each_polled_within_one_interval(
                 message="not every reachable target was polled within one interval",
             )
             assert time.time() - started <= INTERVAL + SLACK
+            # The first polls start ten at a time, 200 ms apart, in the file's order, so the
+            # fleet's connects never arrive in one instant: none starts before its batch's turn
+            # (a poll started at its success stamp less its duration; a later poll of the same
+            # target only starts later). Good targets share the first batch with black holes.
+            metrics = proc.metrics()
+            began = {name: _poll_start(metrics, name) for name in good}
+            first = min(began.values())
+            early = {
+                t.name: round(began[t.name] - first, 3)
+                for index, t in enumerate(targets)
+                if t.name in good and began[t.name] - first < (index // 10) * 0.2 - BATCH_JITTER
+            }
+            assert not early, f"polled before their batch's turn: {early}"
             # Then for three intervals, while the black holes hold their workers past each
             # interval, no good target's last success is ever older than one interval.
             worst = 0.0
