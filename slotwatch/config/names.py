@@ -44,14 +44,26 @@ def render(exc: ValidationError, where: str = "") -> str:
     return f"{name}: {message}{more}"
 
 
+def as_spelled(message: str, env: Mapping[str, str]) -> str:
+    """Name each variable as the environment spells it: they are read in any case, and an
+    operator who wrote slotwatch_poll_interval searches their unit file for that."""
+    for name in env:
+        upper = name.upper()
+        if upper != name and upper.startswith(PREFIX):
+            message = re.sub(rf"\b{re.escape(upper)}\b", name, message)
+    return message
+
+
 def blame_file(
     message: str, env: Mapping[str, str], file_values: Mapping[str, Any], path: object
 ) -> str:
-    """Name a top-level setting as the file spells it when its value came from the file.
+    """Name a top-level setting as the file spells it when its value came from the file, and
+    a variable as the environment spells it (`as_spelled`).
 
     Errors name settings by their variable; an operator who wrote `poll_interval` in the file
     would look for SLOTWATCH_POLL_INTERVAL in the environment in vain.
     """
+    message = as_spelled(message, env)
     in_env = {name.upper() for name in env}
     blamed = message
     for key in file_values:

@@ -154,6 +154,15 @@ BAD: dict[str, Case] = {
         {"SLOTWATCH_DSN": URI_DSN, "SLOTWATCH_POLL_INTERVAL": "0s"},
         names=("SLOTWATCH_POLL_INTERVAL", "greater than zero"),
     ),
+    # Variables are read in any case; the error names one as the operator wrote it.
+    "lower-case-variable-named-as-written": Case(
+        {"SLOTWATCH_DSN": URI_DSN, "slotwatch_poll_interval": "0s"},
+        names=("slotwatch: slotwatch_poll_interval: ", "greater than zero"),
+    ),
+    "mixed-case-dsn-named-as-written": Case(
+        {"Slotwatch_Dsn": "host=h sslmode=bogus"},
+        names=("slotwatch: Slotwatch_Dsn: ", "sslmode"),
+    ),
     "negative-size": Case(
         {"SLOTWATCH_DSN": URI_DSN, "SLOTWATCH_LAG_WARN_BYTES": "-5MiB"},
         names=("SLOTWATCH_LAG_WARN_BYTES", "negative"),
