@@ -8,9 +8,10 @@ worker threads. A request head must arrive within `head_timeout`, counted from t
 a connection's first request and from the first byte of each later one; between requests, a
 kept-alive connection may wait `idle_timeout` for that byte, longer than scrapers keep an unused
 connection, so a scraper reuses one connection across scrapes and is the one to close it. An
-answer must be written within `write_timeout`. When connections pile up beyond
-`max_connections`, the one that has waited longest for a request (idle or mid-head) is closed to
-make room. A listen backlog of `backlog` absorbs a burst of scrapers. Errors on a
+answer must be written within `write_timeout`, or the connection is cut (one that stopped
+reading would otherwise hold its descriptor and the rest of its answer). When connections pile
+up beyond `max_connections`, the one that has waited longest for a request (idle or mid-head) is
+closed to make room. A listen backlog of `backlog` absorbs a burst of scrapers. Errors on a
 connection (resets, broken pipes, garbage) end that connection with one debug line.
 """
 
@@ -203,6 +204,7 @@ class HttpServer:
         client = str(peer[0]) if isinstance(peer, tuple) else "?"
         self._open.add(writer)
         self._shed()
+        stuck = False
         try:
             for served in range(1, REQUESTS_PER_CONNECTION + 1):
                 self._waiting[writer] = None
@@ -225,7 +227,11 @@ class HttpServer:
                     and served < REQUESTS_PER_CONNECTION
                 )
                 writer.writelines(_response(answer, request, keep))
-                await asyncio.wait_for(writer.drain(), timeout=self._write_timeout)
+                try:
+                    await asyncio.wait_for(writer.drain(), timeout=self._write_timeout)
+                except TimeoutError:
+                    stuck = True
+                    raise
                 log.debug(
                     "http request",
                     client=client,
@@ -243,8 +249,23 @@ class HttpServer:
         except Exception as exc:  # noqa: BLE001 - one bad connection must not end the server
             log.debug("http connection failed", client=client, error=repr(exc))
         finally:
+            await self._close(writer, stuck=stuck)
+
+    async def _close(self, writer: asyncio.StreamWriter, *, stuck: bool) -> None:
+        """End the connection. A client that stopped reading is cut: a plain close would wait
+        for it to take the rest of its answer, holding the descriptor and that copy of the body
+        for as long as it keeps its window shut. One that is merely slow gets write_timeout to
+        take the rest; it counts as open until it has."""
+        try:
+            if stuck:
+                writer.transport.abort()
+            else:
+                writer.close()
+            await asyncio.wait_for(writer.wait_closed(), timeout=self._write_timeout)
+        except (TimeoutError, ConnectionError, OSError):
+            writer.transport.abort()
+        finally:
             self._open.discard(writer)
-            writer.close()
 
     async def _read_head(self, reader: asyncio.StreamReader, *, kept_alive: bool) -> bytes:
         """The next request head: the head deadline runs from the accept on a new connection, and

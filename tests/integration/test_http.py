@@ -9,9 +9,11 @@ second or so instead of the daemon's 10 s and 330 s.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import itertools
 import json
+import os
 import resource
 import socket
 import struct
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from sandbox.consumer import create_slot, powersync_slot_name
 from sandbox.installs import PgInstall
 from sandbox.waiting import wait_until
 from slotwatch.serve.exposition import Exposition
-from slotwatch.serve.http import REQUESTS_PER_CONNECTION, HttpServer
+from slotwatch.serve.http import REQUESTS_PER_CONNECTION, WRITE_TIMEOUT, HttpServer
 from slotwatch.serve.store import Snapshot
 
 POLL = 0.25
@@ -260,18 +262,25 @@ class _NoTargets:
 
 @contextmanager
 def _server(
-    *, head_timeout: float, idle_timeout: float, max_connections: int | None = None
+    *,
+    head_timeout: float,
+    idle_timeout: float,
+    max_connections: int | None = None,
+    write_timeout: float = WRITE_TIMEOUT,
+    status: Mapping[str, object] | None = None,
 ) -> Iterator[HttpServer]:
     """The HTTP server alone, in this process, on a loopback port it binds itself (port 0: the
     bind is atomic, no other process waits to take it)."""
+    document = dict(status) if status is not None else {"targets": []}
     server = HttpServer(
         ("127.0.0.1", 0),
         Exposition(_NoTargets()),
         lambda: (True, "ok"),
-        lambda: {"targets": []},
+        lambda: document,
         max_connections=max_connections,
         head_timeout=head_timeout,
         idle_timeout=idle_timeout,
+        write_timeout=write_timeout,
     )
     server.start()
     try:
@@ -562,3 +571,58 @@ def test_negotiation_gzip_the_landing_page_and_a_budget_ratio_of_at_most_one(
             assert refused.status_code == 405
     finally:
         budget_cluster.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _stalled_reader(port: int, path: str) -> socket.socket:
+    """A client that asks for `path` and then never reads: a tiny receive buffer, so its window
+    shuts after the first few KiB of the answer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+    return sock
+
+
+def test_a_client_that_stops_reading_is_cut_at_the_write_deadline() -> None:
+    # Its answer (8 MiB here) cannot be written: at write_timeout the server cuts the connection
+    # and lets go of its descriptor and of the rest of the answer, where a plain close waited
+    # for the client to read it, for as long as the client kept its window shut.
+    write = 1.0
+    big = {"padding": "x" * (8 << 20)}
+    with _server(head_timeout=5, idle_timeout=5, write_timeout=write, status=big) as server:
+        before = _open_descriptors()
+        with _stalled_reader(server.port, "/status") as sock:
+            wait_until(lambda: _open_descriptors() == before + 2, 5, message="server side open")
+            wait_until(
+                lambda: _open_descriptors() == before + 1,
+                write + 3,
+                message="the server still holds the connection of a client that stopped reading",
+            )
+            sock.settimeout(5)
+            received = 0
+            with contextlib.suppress(ConnectionError):
+                while chunk := sock.recv(1 << 16):
+                    received += len(chunk)
+        assert received < len(big["padding"]), "the whole answer was kept for the client"
+
+
+def test_a_slow_reader_still_gets_its_whole_answer() -> None:
+    # The other side of the deadline: a client that reads slowly but steadily is not cut, even
+    # when the rest of the answer is still buffered at the close.
+    big = {"padding": "x" * (4 << 20)}
+    with (
+        _server(head_timeout=5, idle_timeout=5, write_timeout=5, status=big) as server,
+        _stalled_reader(server.port, "/status") as sock,
+    ):
+        time.sleep(0.5)  # the window shut for a while, well inside the write deadline
+        sock.settimeout(10)
+        data = b""
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:80]
+    assert json.loads(body) == big
