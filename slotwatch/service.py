@@ -8,6 +8,7 @@ start because the previous one still ran is counted, not logged at WARNING forev
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -322,10 +323,24 @@ def _utc(epoch: float) -> datetime:
 
 @contextmanager
 def _stop_on_signals(stop: Callable[[], None], hangup: Callable[[], None]) -> Iterator[None]:
-    """SIGTERM/SIGINT and SIGHUP only set a flag; the main loop does the work."""
+    """SIGTERM/SIGINT and SIGHUP only set a flag; the main loop does the work. A second
+    SIGTERM/SIGINT while the polls in flight finish ends the process at once (exit 128 + the
+    signal's number: 130, 143), as an operator pressing Ctrl-C twice expects."""
+    stopping: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
-        (hangup if signum == signal.SIGHUP else stop)()
+        if signum == signal.SIGHUP:
+            hangup()
+            return
+        if stopping:
+            log.warning(
+                "second stop signal: exiting now, without waiting for the polls in flight",
+                signal=signal.Signals(signum).name,
+            )
+            logging.shutdown()
+            os._exit(128 + signum)
+        stopping.append(signum)
+        stop()
 
     previous = {
         sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

@@ -408,6 +408,50 @@ def test_sigterm_exits_zero_while_a_poll_is_in_flight(
     assert order.index("poll failed") < order.index("slotwatch stopped")
 
 
+def test_a_second_sigterm_while_stopping_exits_at_once(
+    budget_cluster: Cluster, blackhole: Blackhole, tmp_path: Path
+) -> None:
+    """The first SIGTERM waits for the poll in flight, here a connect that would hang for 30 s;
+    a second one ends the process at once, exit 143 (128 + SIGTERM), with a line saying so."""
+    connect_timeout = 30.0
+    config = write_config(
+        tmp_path / "slotwatch.toml", {"a": budget_cluster.dsn(), "stuck": blackhole.dsn}
+    )
+    settings = {
+        "SLOTWATCH_CONFIG": str(config),
+        "SLOTWATCH_POLL_INTERVAL": f"{POLL}s",
+        "SLOTWATCH_CONNECT_TIMEOUT": f"{connect_timeout:g}s",
+    }
+    daemon = SlotwatchProcess(settings, tmp_path / "slotwatch.log")
+    try:
+        daemon.wait_ready()
+        wait_until(lambda: blackhole.accepted, 10, interval=0.02, message="a connect in flight")
+        daemon.proc.send_signal(signal.SIGTERM)
+        wait_until(
+            lambda: "slotwatch stopping" in daemon.log_path.read_text(),
+            10,
+            message="the first SIGTERM started the stop",
+        )
+        assert daemon.proc.poll() is None, "it did not wait for the poll in flight"
+        began = time.monotonic()
+        daemon.proc.send_signal(signal.SIGTERM)
+        code = daemon.proc.wait(timeout=connect_timeout)
+        elapsed = time.monotonic() - began
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()
+        daemon.stop()  # the process has ended: this closes the log and the client
+    print(f"second SIGTERM to exit: {elapsed:.2f}s")
+    assert code == 128 + signal.SIGTERM, daemon.log_path.read_text()
+    assert elapsed < connect_timeout / 3
+    events = [
+        json.loads(line) for line in daemon.log_path.read_text().splitlines() if line[:1] == "{"
+    ]
+    [last] = [e for e in events if e["event"].startswith("second stop signal")]
+    assert last["signal"] == "SIGTERM"
+
+
 def test_a_frozen_backend_is_a_timed_out_poll_not_a_hung_one(
     budget_cluster: Cluster, tmp_path: Path
 ) -> None:
