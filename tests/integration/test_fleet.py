@@ -72,16 +72,23 @@ def test_fifty_targets_with_black_holes_are_each_polled_within_one_interval(
             )
             assert time.time() - started <= INTERVAL + SLACK
             # The first polls start ten at a time, 200 ms apart, in the file's order, so the
-            # fleet's connects never arrive in one instant: none starts before its batch's turn
-            # (a poll started at its success stamp less its duration; a later poll of the same
-            # target only starts later). Good targets share the first batch with black holes.
+            # fleet's connects never arrive in one instant, and each target keeps that phase.
+            # Whichever round the metrics show (a poll started at its success stamp less its
+            # duration), a target's phase behind the earliest of the first batch is its
+            # batch's turn or later. Good targets share the first batch with black holes.
             metrics = proc.metrics()
             began = {name: _poll_start(metrics, name) for name in good}
-            first = min(began.values())
+            turn = {t.name: (i // 10) * 0.2 for i, t in enumerate(targets) if t.name in good}
+            anchor = next(iter(began))
+
+            def phase(name: str) -> float:  # seconds after the anchor's, within an interval
+                return (began[name] - began[anchor] + INTERVAL / 2) % INTERVAL - INTERVAL / 2
+
+            first = min(phase(name) for name in good if turn[name] == 0)
             early = {
-                t.name: round(began[t.name] - first, 3)
-                for index, t in enumerate(targets)
-                if t.name in good and began[t.name] - first < (index // 10) * 0.2 - BATCH_JITTER
+                name: round(phase(name) - first, 3)
+                for name in good
+                if phase(name) - first < turn[name] - BATCH_JITTER
             }
             assert not early, f"polled before their batch's turn: {early}"
             # Then for three intervals, while the black holes hold their workers past each
