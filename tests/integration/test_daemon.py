@@ -408,11 +408,13 @@ def test_sigterm_exits_zero_while_a_poll_is_in_flight(
     assert order.index("poll failed") < order.index("slotwatch stopped")
 
 
-def test_a_second_sigterm_while_stopping_exits_at_once(
-    budget_cluster: Cluster, blackhole: Blackhole, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_second_stop_signal_while_stopping_exits_at_once(
+    budget_cluster: Cluster, blackhole: Blackhole, tmp_path: Path, stop: signal.Signals
 ) -> None:
-    """The first SIGTERM waits for the poll in flight, here a connect that would hang for 30 s;
-    a second one ends the process at once, exit 143 (128 + SIGTERM), with a line saying so."""
+    """The first SIGTERM (systemd) or SIGINT (Ctrl-C) waits for the poll in flight, here a
+    connect that would hang for 30 s; a second one ends the process at once, exit 128 + the
+    signal's number (143, 130), with a line saying so."""
     connect_timeout = 30.0
     config = write_config(
         tmp_path / "slotwatch.toml", {"a": budget_cluster.dsn(), "stuck": blackhole.dsn}
@@ -426,15 +428,15 @@ def test_a_second_sigterm_while_stopping_exits_at_once(
     try:
         daemon.wait_ready()
         wait_until(lambda: blackhole.accepted, 10, interval=0.02, message="a connect in flight")
-        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.proc.send_signal(stop)
         wait_until(
             lambda: "slotwatch stopping" in daemon.log_path.read_text(),
             10,
-            message="the first SIGTERM started the stop",
+            message="the first signal started the stop",
         )
         assert daemon.proc.poll() is None, "it did not wait for the poll in flight"
         began = time.monotonic()
-        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.proc.send_signal(stop)
         code = daemon.proc.wait(timeout=connect_timeout)
         elapsed = time.monotonic() - began
     finally:
@@ -442,14 +444,14 @@ def test_a_second_sigterm_while_stopping_exits_at_once(
             daemon.proc.kill()
             daemon.proc.wait()
         daemon.stop()  # the process has ended: this closes the log and the client
-    print(f"second SIGTERM to exit: {elapsed:.2f}s")
-    assert code == 128 + signal.SIGTERM, daemon.log_path.read_text()
+    print(f"second {stop.name} to exit: {elapsed:.2f}s")
+    assert code == 128 + stop, daemon.log_path.read_text()
     assert elapsed < connect_timeout / 3
     events = [
         json.loads(line) for line in daemon.log_path.read_text().splitlines() if line[:1] == "{"
     ]
     [last] = [e for e in events if e["event"].startswith("second stop signal")]
-    assert last["signal"] == "SIGTERM"
+    assert last["signal"] == stop.name
 
 
 def test_a_frozen_backend_is_a_timed_out_poll_not_a_hung_one(

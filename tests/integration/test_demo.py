@@ -437,6 +437,11 @@ def test_a_shell_set_up_for_a_real_database_still_gets_the_demo_database(
     demo = start_demo(shell)
     demo.out.wait_for(BANNER_LAST_LINE, BANNER_DEADLINE)
     slot = demo.out.search(SERVER_LINE)["slot"]
+    # README: "... is ignored, and it says so", naming each setting it leaves alone.
+    assert demo.out.has(
+        "demo: not using SLOTWATCH_CONFIG, SLOTWATCH_DSN, SLOTWATCH_DSN_FILE, "
+        "SLOTWATCH_LIVENESS_URL from your environment"
+    ), demo.context()
 
     def watching_the_demo() -> bool:
         metrics = demo.scrape()
