@@ -408,6 +408,33 @@ def test_sigterm_exits_zero_while_a_poll_is_in_flight(
     assert order.index("poll failed") < order.index("slotwatch stopped")
 
 
+def test_a_poll_that_cannot_start_while_the_last_still_runs_is_counted_as_skipped(
+    budget_cluster: Cluster, blackhole: Blackhole, tmp_path: Path
+) -> None:
+    """docs/fleet.md: a black-holed target's connect outlasts several intervals; each poll due
+    meanwhile is skipped and counted, and a target that answers skips none."""
+    connect_timeout = 3.0
+    config = write_config(
+        tmp_path / "slotwatch.toml", {"a": budget_cluster.dsn(), "stuck": blackhole.dsn}
+    )
+    settings = {
+        "SLOTWATCH_CONFIG": str(config),
+        "SLOTWATCH_POLL_INTERVAL": f"{POLL}s",
+        "SLOTWATCH_CONNECT_TIMEOUT": f"{connect_timeout:g}s",
+    }
+    with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon:
+
+        def skipped(target: str) -> float | None:
+            return daemon.metrics().value("slotwatch_polls_skipped_total", target=target)
+
+        wait_until(
+            lambda: (skipped("stuck") or 0) >= 2,
+            connect_timeout + 3,
+            message="no skipped poll counted for the black-holed target",
+        )
+        assert skipped("a") == 0
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_second_stop_signal_while_stopping_exits_at_once(
     budget_cluster: Cluster, blackhole: Blackhole, tmp_path: Path, stop: signal.Signals

@@ -19,6 +19,7 @@ import pytest
 from sandbox import Cluster, get_install
 from sandbox.fleet import BlackHole, create_databases, fleet_targets, write_targets_file
 from sandbox.waiting import wait_until
+from slotwatch import __version__
 from slotwatch.config.shard import Shard, share
 from tests.slotwatch_proc import Metrics, SlotwatchProcess
 
@@ -163,3 +164,25 @@ def test_two_replicas_split_a_shared_targets_file_without_overlap(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def test_a_replica_whose_shard_holds_no_target_says_so_and_serves_process_metrics(
+    fleet_cluster: Cluster, tmp_path: Path
+) -> None:
+    # docs/fleet.md: a shard that holds no target logs a warning and serves only process
+    # metrics; it is not an error (a fleet smaller than its replicas).
+    (database,) = create_databases(fleet_cluster, 1, prefix="lonely")
+    targets = fleet_targets(fleet_cluster, [database], 1, [])
+    config = write_targets_file(tmp_path / "fleet.toml", targets)
+    empty = next(i for i in range(2) if not share(targets, Shard(i, 2)))
+    settings = {"SLOTWATCH_CONFIG": str(config), "SLOTWATCH_SHARD": f"{empty}/2"}
+    with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as proc:
+        wait_until(
+            lambda: proc.events("no target to poll: this replica's shard holds none"),
+            10,
+            message="no warning for an empty shard",
+        )
+        metrics = proc.metrics()
+        assert metrics.value("slotwatch_build_info", version=__version__) == 1
+        assert metrics.find("slotwatch_up") == []
+        assert proc.get("/healthz").status_code == 200
