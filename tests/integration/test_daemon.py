@@ -373,20 +373,26 @@ def write_config(path: Path, targets: dict[str, str]) -> Path:
     return path
 
 
+def stuck_beside_a(
+    cluster: Cluster, blackhole: Blackhole, tmp_path: Path, connect_timeout: float
+) -> dict[str, str]:
+    """Settings of a daemon with two targets: `a`, a real server, and `stuck`, whose connect
+    hangs for `connect_timeout` at every poll."""
+    config = write_config(tmp_path / "slotwatch.toml", {"a": cluster.dsn(), "stuck": blackhole.dsn})
+    return {
+        "SLOTWATCH_CONFIG": str(config),
+        "SLOTWATCH_POLL_INTERVAL": f"{POLL}s",
+        "SLOTWATCH_CONNECT_TIMEOUT": f"{connect_timeout:g}s",
+    }
+
+
 def test_sigterm_exits_zero_while_a_poll_is_in_flight(
     budget_cluster: Cluster, blackhole: Blackhole, tmp_path: Path
 ) -> None:
     """systemd stops slotwatch while one target's connect hangs: the poll in flight finishes
     (bounded by the connect timeout), then slotwatch exits 0."""
     connect_timeout = 3.0
-    config = write_config(
-        tmp_path / "slotwatch.toml", {"a": budget_cluster.dsn(), "stuck": blackhole.dsn}
-    )
-    settings = {
-        "SLOTWATCH_CONFIG": str(config),
-        "SLOTWATCH_POLL_INTERVAL": f"{POLL}s",
-        "SLOTWATCH_CONNECT_TIMEOUT": f"{connect_timeout:g}s",
-    }
+    settings = stuck_beside_a(budget_cluster, blackhole, tmp_path, connect_timeout)
     daemon = SlotwatchProcess(settings, tmp_path / "slotwatch.log")
     try:
         daemon.wait_ready()
@@ -414,14 +420,7 @@ def test_a_poll_that_cannot_start_while_the_last_still_runs_is_counted_as_skippe
     """docs/fleet.md: a black-holed target's connect outlasts several intervals; each poll due
     meanwhile is skipped and counted, and a target that answers skips none."""
     connect_timeout = 3.0
-    config = write_config(
-        tmp_path / "slotwatch.toml", {"a": budget_cluster.dsn(), "stuck": blackhole.dsn}
-    )
-    settings = {
-        "SLOTWATCH_CONFIG": str(config),
-        "SLOTWATCH_POLL_INTERVAL": f"{POLL}s",
-        "SLOTWATCH_CONNECT_TIMEOUT": f"{connect_timeout:g}s",
-    }
+    settings = stuck_beside_a(budget_cluster, blackhole, tmp_path, connect_timeout)
     with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon:
 
         def skipped(target: str) -> float | None:
@@ -443,14 +442,7 @@ def test_a_second_stop_signal_while_stopping_exits_at_once(
     connect that would hang for 30 s; a second one ends the process at once, exit 128 + the
     signal's number (143, 130), with a line saying so."""
     connect_timeout = 30.0
-    config = write_config(
-        tmp_path / "slotwatch.toml", {"a": budget_cluster.dsn(), "stuck": blackhole.dsn}
-    )
-    settings = {
-        "SLOTWATCH_CONFIG": str(config),
-        "SLOTWATCH_POLL_INTERVAL": f"{POLL}s",
-        "SLOTWATCH_CONNECT_TIMEOUT": f"{connect_timeout:g}s",
-    }
+    settings = stuck_beside_a(budget_cluster, blackhole, tmp_path, connect_timeout)
     daemon = SlotwatchProcess(settings, tmp_path / "slotwatch.log")
     try:
         daemon.wait_ready()
