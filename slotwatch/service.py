@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobEvent
@@ -30,7 +31,7 @@ from slotwatch.report import status_document
 from slotwatch.serve.exposition import Exposition
 from slotwatch.serve.http import HttpServer
 from slotwatch.serve.store import TargetView
-from slotwatch.wiring import Recorder, connections, consumer_fresh_for, target_views
+from slotwatch.wiring import Recorder, connections, consumer_fresh_for, run_all, target_views
 
 log = get_logger(__name__)
 
@@ -283,7 +284,9 @@ class Service:
         """Finish the polls in flight, then stop the scheduler, HTTP and connections."""
         log.info("slotwatch stopping")
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=True)
+            # In a thread of its own: the main thread waits in timed steps, so that a second
+            # stop signal handed by the kernel to a worker thread still runs its handler.
+            run_all([("slotwatch stop", partial(self._scheduler.shutdown, wait=True))])
         self.http.stop()
         for connection in self._connections.values():
             connection.close()

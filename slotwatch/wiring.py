@@ -7,7 +7,8 @@ one-shot verb never loads the daemon's scheduler.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 from slotwatch.config.settings import Settings, Target
 from slotwatch.judge.memory import Memory
@@ -162,24 +163,41 @@ def poll_once(settings: Settings, targets: tuple[Target, ...]) -> Snapshot:
             finally:
                 prober.close()
 
-    # Daemon threads, joined here: Ctrl-C ends the verb at once, where a pool's workers were
-    # waited for at exit, each until its connect attempt timed out.
+    run_all([(f"poll {t.name}", partial(one, t)) for t in targets])
+    return store.snapshot()
+
+
+# A step short enough that a second Ctrl-C feels immediate, long enough to cost nothing.
+SIGNAL_STEP = 0.2
+
+
+def run_all(calls: Sequence[tuple[str, Callable[[], object]]]) -> None:
+    """Run each call in a daemon thread of its own, named as given, and wait for all of them;
+    raise the first call's exception, if any, in the caller's thread.
+
+    The wait is in short timed joins, never an untimed one. The kernel may hand a signal sent to
+    the process (Ctrl-C, systemd's SIGTERM) to any of its threads; Python runs the handler in
+    the main thread, and only once that thread runs again. An untimed join sleeps until the
+    thread ends, so Ctrl-C, or a second stop signal, waited for a connect in flight (up to its
+    timeout); a timed one wakes every `SIGNAL_STEP` and lets the handler run. Daemon threads:
+    an interrupted wait does not then wait at exit for the threads it left.
+    """
     failures: dict[int, BaseException] = {}
 
-    def run(index: int, target: Target) -> None:
+    def run(index: int, call: Callable[[], object]) -> None:
         try:
-            one(target)
+            call()
         except BaseException as exc:  # noqa: BLE001 - raised again below, in the caller's thread
             failures[index] = exc
 
     threads = [
-        threading.Thread(target=run, args=(i, t), name=f"poll {t.name}", daemon=True)
-        for i, t in enumerate(targets)
+        threading.Thread(target=run, args=(i, call), name=name, daemon=True)
+        for i, (name, call) in enumerate(calls)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        while thread.is_alive():
+            thread.join(SIGNAL_STEP)
     if failures:
-        raise failures[min(failures)]  # the first target's, as the pool's map raised it
-    return store.snapshot()
+        raise failures[min(failures)]  # the first call's, as a pool's map raises it

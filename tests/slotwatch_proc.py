@@ -7,8 +7,11 @@ and /status. Everything an operator would see, nothing from inside the process.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -24,6 +27,25 @@ from sandbox.ports import free_port
 from sandbox.waiting import wait_until
 
 SLOTWATCH = str(Path(sys.executable).with_name("slotwatch"))
+
+
+# tgkill(2), which Python does not wrap for another process's threads.
+_TGKILL = {"x86_64": 234, "aarch64": 131}
+
+
+def signal_a_worker_thread(pid: int, sig: signal.Signals) -> int:
+    """Send `sig` to one of process `pid`'s threads other than its main one, as the kernel may
+    when it picks the thread that takes a process-directed signal (kill, Ctrl-C, systemd).
+    Python runs the handler in the main thread only; this is the delivery that shows whether
+    the main thread ever wakes up to run it. Returns the thread's id."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    number = _TGKILL[platform.machine()]
+    for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid):
+        if libc.syscall(number, pid, tid, int(sig)) == 0:
+            return tid
+        if ctypes.get_errno() != errno.ESRCH:  # a thread that ended meanwhile: try the next
+            raise OSError(ctypes.get_errno(), f"tgkill({pid}, {tid}, {sig.name})")
+    raise AssertionError(f"process {pid} has no thread besides its main one")
 
 
 def clean_env(settings: Mapping[str, str]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from slotwatch_proc import Metrics, SlotwatchProcess, run_cli
+from slotwatch_proc import Metrics, SlotwatchProcess, run_cli, signal_a_worker_thread
 
 from sandbox.cluster import Cluster
 from sandbox.consumer import Consumer, create_slot, powersync_slot_name
@@ -434,13 +434,16 @@ def test_a_poll_that_cannot_start_while_the_last_still_runs_is_counted_as_skippe
         assert skipped("a") == 0
 
 
+@pytest.mark.parametrize("to", ["process", "worker thread"])
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_second_stop_signal_while_stopping_exits_at_once(
-    budget_cluster: Cluster, blackhole: Blackhole, tmp_path: Path, stop: signal.Signals
+    budget_cluster: Cluster, blackhole: Blackhole, tmp_path: Path, stop: signal.Signals, to: str
 ) -> None:
     """The first SIGTERM (systemd) or SIGINT (Ctrl-C) waits for the poll in flight, here a
     connect that would hang for 30 s; a second one ends the process at once, exit 128 + the
-    signal's number (143, 130), with a line saying so."""
+    signal's number (143, 130), with a line saying so. The kernel may hand a process's signal to
+    any of its threads: sent to a worker, it must still end the process at once (it once waited
+    for the connect, as the main thread slept in an untimed join)."""
     connect_timeout = 30.0
     settings = stuck_beside_a(budget_cluster, blackhole, tmp_path, connect_timeout)
     daemon = SlotwatchProcess(settings, tmp_path / "slotwatch.log")
@@ -455,7 +458,10 @@ def test_a_second_stop_signal_while_stopping_exits_at_once(
         )
         assert daemon.proc.poll() is None, "it did not wait for the poll in flight"
         began = time.monotonic()
-        daemon.proc.send_signal(stop)
+        if to == "process":
+            daemon.proc.send_signal(stop)
+        else:
+            signal_a_worker_thread(daemon.proc.pid, stop)
         code = daemon.proc.wait(timeout=connect_timeout)
         elapsed = time.monotonic() - began
     finally:
@@ -463,7 +469,7 @@ def test_a_second_stop_signal_while_stopping_exits_at_once(
             daemon.proc.kill()
             daemon.proc.wait()
         daemon.stop()  # the process has ended: this closes the log and the client
-    print(f"second {stop.name} to exit: {elapsed:.2f}s")
+    print(f"second {stop.name} to the {to}, to exit: {elapsed:.2f}s")
     assert code == 128 + stop, daemon.log_path.read_text()
     assert elapsed < connect_timeout / 3
     events = [
