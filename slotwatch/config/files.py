@@ -18,7 +18,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from slotwatch.config.names import did_you_mean
+from slotwatch.config.names import did_you_mean, setting_name
 from slotwatch.config.targets import TARGET_KEYS
 from slotwatch.errors import ConfigError, escaped
 
@@ -98,11 +98,21 @@ def read_config_file(path: Path, top_keys: Collection[str]) -> dict[str, Any]:
     targets = data.get("targets", [])
     if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
         raise ConfigError(f"config file {path}: targets must be a list of [[targets]] tables")
+    process_wide = set(top_keys) - set(TARGET_KEYS) - {"targets", "target_name"}
     for index, entry in enumerate(targets):
         unknown = sorted(set(entry) - set(TARGET_KEYS))
-        if unknown:
+        if not unknown:
+            continue
+        key = unknown[0]
+        if key in process_wide:
+            # shard, poll_interval, listen...: one value for the whole process, so an entry that
+            # sets it would silently be ignored or contradict another entry.
             raise ConfigError(
-                f"config file {path}: targets[{index}]: unknown setting '{escaped(unknown[0])}'"
-                + did_you_mean(unknown[0], TARGET_KEYS)
+                f"config file {path}: targets[{index}]: '{key}' is process-wide, not per target:"
+                f" set it at the top level of the file or as {setting_name('', key)}"
             )
+        raise ConfigError(
+            f"config file {path}: targets[{index}]: unknown setting '{escaped(key)}'"
+            + did_you_mean(key, TARGET_KEYS)
+        )
     return data

@@ -272,7 +272,13 @@ BAD: dict[str, Case] = {
     "process-wide-key-in-target": Case(
         {"SLOTWATCH_CONFIG": "{dir}/slotwatch.toml"},
         {"slotwatch.toml": f'[[targets]]\ndsn = "{URI_DSN}"\nlisten = "{CANARY}"\n'},
-        names=("targets[0]", "'listen'"),
+        names=("targets[0]", "'listen' is process-wide", "SLOTWATCH_LISTEN"),
+    ),
+    "shard-in-target": Case(
+        # docs/fleet.md: SLOTWATCH_SHARD is process-wide, never inside a [[targets]] entry.
+        {"SLOTWATCH_CONFIG": "{dir}/slotwatch.toml"},
+        {"slotwatch.toml": f'[[targets]]\ndsn = "{URI_DSN}"\nshard = "0/2"\n'},
+        names=("targets[0]", "'shard' is process-wide", "top level", "SLOTWATCH_SHARD"),
     ),
     "bad-duration-in-file": Case(
         {"SLOTWATCH_CONFIG": "{dir}/slotwatch.toml"},
