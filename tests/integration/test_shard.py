@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from slotwatch_proc import run_cli
 
+from sandbox.cluster import Cluster
+from sandbox.consumer import Consumer
 from slotwatch.config.settings import Settings
 from slotwatch.config.shard import Shard, hashmod, parse_shard, share
 
@@ -120,3 +126,34 @@ def test_config_shows_the_shard_and_this_replicas_share() -> None:
     assert done.returncode == 0, done.stderr
     assert '"shard": "0/1"' in done.stdout
     assert '"shard_targets": [\n    "default"\n  ]' in done.stdout
+
+
+def test_status_and_check_answer_for_a_target_outside_this_replicas_shard(
+    cluster: Cluster, consumer_factory: Callable[..., Consumer], tmp_path: Path
+) -> None:
+    """docs/fleet.md: only `run` is sharded; `status` and `check` on any replica answer for
+    whichever target they are asked about, here one that another replica polls."""
+    slot = consumer_factory(cluster).slot_name  # started, its walsender active
+    outside = "b"
+    inside = next(n for n in ("a", "c", "d", "e") if hashmod(n, 2) != hashmod(outside, 2))
+    shard = f"{hashmod(inside, 2)}/2"
+    config = tmp_path / "slotwatch.toml"
+    config.write_text(
+        "".join(
+            f'[[targets]]\nname = "{name}"\ndsn = "{cluster.dsn()}"\nliveness_url = ""\n'
+            f'slot_pattern = "{slot}"\n'
+            for name in (inside, outside)
+        )
+    )
+    env = {"SLOTWATCH_CONFIG": str(config), "SLOTWATCH_SHARD": shard}
+    shown = json.loads(run_cli("config", env=env).stdout)
+    assert shown["shard_targets"] == [inside], shown
+    status = run_cli("status", "--json", "--target", outside, env=env)
+    assert status.returncode == 0, status.stderr
+    [target] = json.loads(status.stdout)["targets"]
+    assert target["target"] == outside
+    assert target["up"] is True
+    assert [s["slot"] for s in target["slots"]] == [slot]
+    check = run_cli("check", "--target", outside, env=env)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.startswith("SLOTWATCH OK"), check.stdout
