@@ -125,6 +125,20 @@ class SlotwatchProcess:
         )
         self._client = httpx.Client(timeout=5)
 
+    def metrics_after(self, when: float, target: str = "default", timeout: float = 10) -> Metrics:
+        """The first scrape whose last successful poll of `target` began after `when` (a
+        wall-clock time): figures read from the server after that instant."""
+
+        def fresh() -> Metrics | None:
+            m = self.metrics()
+            success = m.value("slotwatch_last_poll_success_timestamp_seconds", target=target)
+            duration = m.value("slotwatch_poll_duration_seconds", target=target)
+            if success is None or duration is None or success - duration < when:
+                return None
+            return m
+
+        return wait_until(fresh, timeout, interval=0.05, message="a poll after the mark")
+
     def __enter__(self) -> SlotwatchProcess:
         self.wait_ready()
         return self

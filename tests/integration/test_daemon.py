@@ -98,20 +98,6 @@ def server_slots(cluster: Cluster) -> dict[str, ServerSlot]:
     return {r[0]: ServerSlot(*r[1:]) for r in rows}
 
 
-def poll_started_after(daemon: SlotwatchProcess, when: float, target: str = "default") -> Metrics:
-    """The first scrape whose last successful poll began after `when` (a wall-clock time)."""
-
-    def fresh() -> Metrics | None:
-        m = daemon.metrics()
-        success = m.value("slotwatch_last_poll_success_timestamp_seconds", target=target)
-        duration = m.value("slotwatch_poll_duration_seconds", target=target)
-        if success is None or duration is None or success - duration < when:
-            return None
-        return m
-
-    return wait_until(fresh, 10 * POLL + 5, interval=0.05, message="a poll after the mark")
-
-
 def slot_names(m: Metrics) -> set[str]:
     """The slots of the per-slot families: the matched ones, judged."""
     return {
@@ -141,7 +127,7 @@ def test_figures_equal_what_postgresql_reports(
     with SlotwatchProcess(settings_for(budget_cluster), tmp_path / "slotwatch.log") as daemon:
         before = server_slots(budget_cluster)
         mark = time.time()
-        m = poll_started_after(daemon, mark)
+        m = daemon.metrics_after(mark)
         after = server_slots(budget_cluster)
         # A DBA finds slotwatch in pg_stat_activity by name and by the marker on its statement.
         sessions = budget_cluster.query(
@@ -249,12 +235,12 @@ def test_dropped_slot_vanishes_from_metrics(
     """An operator (or PowerSync) drops the slot: its series go, matched_slots reads 0."""
     slot = own_slots(1)
     with SlotwatchProcess(settings_for(budget_cluster), tmp_path / "slotwatch.log") as daemon:
-        m = poll_started_after(daemon, time.time())
+        m = daemon.metrics_after(time.time())
         assert m.value("slotwatch_matched_slots", target="default") == 1
         assert slot in slot_names(m)
 
         budget_cluster.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        m = poll_started_after(daemon, time.time())
+        m = daemon.metrics_after(time.time())
         assert m.value("slotwatch_matched_slots", target="default") == 0
         assert slot_names(m) == set()
         assert slot not in m.text
@@ -278,7 +264,7 @@ def test_database_outage_and_recovery(
         SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon,
         httpx.Client(timeout=HTTP_TIMEOUT) as client,
     ):
-        m = poll_started_after(daemon, time.time())
+        m = daemon.metrics_after(time.time())
         assert m.value("slotwatch_up", target="default") == 1
         connect_errors = m.value("slotwatch_poll_errors_total", target="default", reason="connect")
         pid = daemon.proc.pid
@@ -314,7 +300,7 @@ def test_database_outage_and_recovery(
         assert status["error"]["reason"] == "connect"
 
         cluster.start()
-        m = poll_started_after(daemon, time.time())
+        m = daemon.metrics_after(time.time())
         assert m.value("slotwatch_up", target="default") == 1
         assert slot in slot_names(m)
         assert daemon.proc.pid == pid
@@ -488,7 +474,7 @@ def test_a_frozen_backend_is_a_timed_out_poll_not_a_hung_one(
     statement_timeout = 1.0
     settings = settings_for(budget_cluster, SLOTWATCH_STATEMENT_TIMEOUT=f"{statement_timeout:g}s")
     with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon:
-        poll_started_after(daemon, time.time())
+        daemon.metrics_after(time.time())
         (backend,) = budget_cluster.query(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'slotwatch'"
         )
@@ -508,7 +494,7 @@ def test_a_frozen_backend_is_a_timed_out_poll_not_a_hung_one(
             )
         finally:
             os.kill(backend[0], signal.SIGCONT)
-        m = poll_started_after(daemon, time.time())
+        m = daemon.metrics_after(time.time())
         assert m.value("slotwatch_up", target="default") == 1
         (failed,) = daemon.events("poll failed")
         assert failed["reason"] == "timeout"
@@ -574,7 +560,7 @@ def test_two_targets_are_polled_independently(
             interval=0.05,
             message="b down within two polls",
         )
-        m = poll_started_after(daemon, time.time(), target="a")
+        m = daemon.metrics_after(time.time(), target="a")
         assert m.value("slotwatch_up", target="a") == 1
         assert slot_a in slot_names(m)
         assert slot_b not in slot_names(m)
@@ -606,7 +592,7 @@ def test_promtool_accepts_the_exposition(
     with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon:
         m = wait_until(
             lambda: (
-                (m := poll_started_after(daemon, time.time()))
+                (m := daemon.metrics_after(time.time()))
                 and m.value("slotwatch_liveness_up", target="default", probe="powersync") == 1
                 and m
             ),
@@ -635,7 +621,7 @@ def test_status_document_and_cli_agree(
     slot = own_slots(1)
     settings = settings_for(budget_cluster)
     with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon:
-        poll_started_after(daemon, time.time())
+        daemon.metrics_after(time.time())
         document = daemon.status()
     (target,) = document["targets"]
     assert target["target"] == "default"

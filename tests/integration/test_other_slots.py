@@ -75,20 +75,6 @@ def retained(cluster: Cluster) -> dict[str, int]:
     return {name: int(value) for name, value in rows}
 
 
-def fresh_poll(daemon: SlotwatchProcess, when: float, target: str = "default") -> Metrics:
-    """The first scrape whose last successful poll began after `when` (a wall-clock time)."""
-
-    def fresh() -> Metrics | None:
-        m = daemon.metrics()
-        success = m.value("slotwatch_last_poll_success_timestamp_seconds", target=target)
-        duration = m.value("slotwatch_poll_duration_seconds", target=target)
-        if success is None or duration is None or success - duration < when:
-            return None
-        return m
-
-    return wait_until(fresh, 10 * POLL + 5, interval=0.05, message="a poll after the mark")
-
-
 def other_slots(m: Metrics, target: str = "default") -> dict[str, dict[str, str]]:
     return {lbl["slot"]: lbl for lbl, _ in m.find("slotwatch_other_slot_info", target=target)}
 
@@ -99,7 +85,7 @@ def test_foreign_slots_are_watched_with_owner_and_retained_wal_and_vanish_when_d
     with SlotwatchProcess(settings_for(source), tmp_path / "slotwatch.log") as daemon:
         before = retained(source)
         mark = time.time()
-        m = fresh_poll(daemon, mark)
+        m = daemon.metrics_after(mark)
         after = retained(source)
 
         # PowerSync's own slot is judged as before; the others are not among the judged slots.
@@ -154,7 +140,7 @@ def test_foreign_slots_are_watched_with_owner_and_retained_wal_and_vanish_when_d
         # which keeps counting from the first poll that saw the slot inactive.
         first = m.value("slotwatch_other_slot_inactive_seconds", slot=DEBEZIUM)
         assert first is not None
-        m2 = fresh_poll(daemon, time.time() + 1.0)
+        m2 = daemon.metrics_after(time.time() + 1.0)
         later = m2.value("slotwatch_other_slot_inactive_seconds", slot=DEBEZIUM)
         assert later is not None
         assert later >= first + 1.0
@@ -162,7 +148,7 @@ def test_foreign_slots_are_watched_with_owner_and_retained_wal_and_vanish_when_d
         # Dropped in SQL, a foreign slot's series vanish at the next poll; the count follows.
         source.execute("SELECT pg_drop_replication_slot(%s)", (DEBEZIUM,))
         try:
-            gone = fresh_poll(daemon, time.time())
+            gone = daemon.metrics_after(time.time())
             assert [name for name, lbl, _ in gone.samples if lbl.get("slot") == DEBEZIUM] == []
             assert set(other_slots(gone)) == {CLOUD, STANDBY}
             assert gone.value("slotwatch_other_slots", target="default", active="false") == 2
@@ -227,8 +213,8 @@ def test_with_200_other_slots_only_the_top_k_carry_series_and_the_poll_is_one_st
             settings = settings_for(source, SLOTWATCH_OTHER_SLOTS_TOP=top)
             started = len(source.log_text())
             with SlotwatchProcess(settings, tmp_path / f"slotwatch-{top}.log") as daemon:
-                fresh_poll(daemon, time.time())
-                m = fresh_poll(daemon, time.time())
+                daemon.metrics_after(time.time())
+                m = daemon.metrics_after(time.time())
             expected = [
                 name
                 for (name,) in source.query(
@@ -316,7 +302,7 @@ def test_slot_database_keeps_each_target_to_its_database_and_overlaps_are_warned
     try:
         with SlotwatchProcess(settings, tmp_path / "slotwatch.log") as daemon:
             for name in ("app", "shop", "everything"):
-                m = fresh_poll(daemon, time.time(), target=name)
+                m = daemon.metrics_after(time.time(), target=name)
             assert _all_slots(m, "app") == {CLOUD, DEBEZIUM}
             assert _all_slots(m, "shop") == {shop_slot}
             assert m.value("slotwatch_matched_slots", target="shop") == 1
@@ -336,7 +322,7 @@ def test_slot_database_keeps_each_target_to_its_database_and_overlaps_are_warned
                 )
 
             events = wait_until(warned, 10, message="the overlap warning")
-            fresh_poll(daemon, time.time() + 2 * POLL, target="everything")
+            daemon.metrics_after(time.time() + 2 * POLL, target="everything")
             events = warned()
             pairs = {frozenset((e["target"], e["other_target"])) for e in events}
             assert pairs == {frozenset(("everything", "app")), frozenset(("everything", "shop"))}
