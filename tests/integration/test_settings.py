@@ -496,7 +496,9 @@ def test_a_bad_setting_is_one_line_exit_78_naming_it(results: Results, name: str
     assert line.startswith("slotwatch: ")
     for expected in BAD[name].names:
         assert expected in line
-    # The value itself is never echoed (only the setting's name and what is expected of it).
+    # The value itself is never echoed (only the setting's name and what is expected of it),
+    # wherever the case wrote it: the canary stands in the environment and in the files.
+    assert CANARY not in line, line
     for value in BAD[name].env.values():
         if not value.startswith(("{dir}", "postgresql://", "host=")) and len(value) > 3:
             assert value not in line, line
