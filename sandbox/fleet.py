@@ -8,6 +8,7 @@ proxy. A poll of it ends only at the connect timeout.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,24 @@ class BlackHole:
 
     def dsn(self) -> str:
         return f"host=127.0.0.1 port={self.port} dbname=app user=postgres"
+
+    def connected_from(self, pid: int) -> bool:
+        """Whether process `pid` holds a TCP connection to this listener: a poll is in its
+        connect. Read from /proc: the process's socket inodes against the kernel's TCP table."""
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                link = os.readlink(fd)
+            except OSError:  # a descriptor closed meanwhile
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+        port = f":{self.port:04X}"
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(port) and fields[9] in inodes:
+                return True
+        return False
 
     def close(self) -> None:
         self._sock.close()

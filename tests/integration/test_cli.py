@@ -25,6 +25,7 @@ import structlog
 from slotwatch_proc import SLOTWATCH, clean_env, free_port, run_cli, signal_a_worker_thread
 
 from sandbox.fleet import BlackHole
+from sandbox.waiting import wait_until
 from slotwatch import __version__, cli
 from slotwatch.logs import REDACTED, REDACTOR, Redactor, configure, get_logger
 
@@ -381,7 +382,13 @@ def test_ctrl_c_in_a_one_shot_verb_is_exit_130_and_one_line(to: str) -> None:
             text=True,
         )
         try:
-            time.sleep(1.5)  # past start-up, into the connect (the pace of the story)
+            # Past start-up, into the connect: the poll's thread holds a connection to the hole.
+            wait_until(
+                lambda: proc.poll() is not None or hole.connected_from(proc.pid),
+                20,
+                interval=0.02,
+                message="a connect in flight",
+            )
             assert proc.poll() is None, proc.communicate()
             began = time.monotonic()
             if to == "process":
@@ -393,6 +400,7 @@ def test_ctrl_c_in_a_one_shot_verb_is_exit_130_and_one_line(to: str) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+                proc.communicate()  # reaps it and closes its pipes, whatever failed above
     print(f"Ctrl-C to the {to} while connecting: exit {proc.returncode} {elapsed:.2f}s after it")
     assert proc.returncode == 130, stdout + stderr
     assert elapsed < CTRL_C_CONNECT_TIMEOUT / 3, "it waited for the connect attempt to end"
