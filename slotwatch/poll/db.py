@@ -11,6 +11,7 @@ Supabase every fifteen seconds would cost more than the poll) and reconnects aft
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import traceback
 from typing import Any
@@ -27,6 +28,7 @@ from slotwatch.errors import (
 )
 from slotwatch.model import OtherSlotRow, PollError, PollResult, ServerRow, SlotRow
 from slotwatch.patterns import like_pattern
+from slotwatch.poll import names
 from slotwatch.poll.deadline import AnswerDeadline
 from slotwatch.poll.failures import classify_error, error_exception, one_line
 from slotwatch.poll.queries import can_list_waldir_statement, poll_statement
@@ -73,7 +75,7 @@ def connect(
     ConfigError (a database that does not exist)."""
     try:
         return _open(dsn, connect_timeout, statement_timeout, read_only=read_only)
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, names.Unresolved) as exc:
         raise error_exception(classify_error(exc, connecting=True)) from None
 
 
@@ -90,11 +92,59 @@ def _open(
     if read_only:
         gucs += " -c default_transaction_read_only=on"
     params["options"] = f"{params.get('options', '')} {gucs}".strip()
+    params = pinned_addresses(params, connect_timeout)
     try:
         return psycopg.connect(psycopg.conninfo.make_conninfo("", **params), autocommit=True)
     except psycopg.Error as exc:
         release_failed_connection(exc)
         raise
+
+
+def pinned_addresses(params: dict[str, Any], within: float) -> dict[str, Any]:
+    """`params` with each host name resolved within `within` seconds (`poll.names`) and pinned
+    as `hostaddr`, so that neither psycopg nor libpq looks it up again, unbounded.
+
+    As psycopg does it: a name with several addresses becomes one host entry per address, in
+    the resolver's order; a name with none is left out while another host remains, and is the
+    error (`names.Unresolved`) when none does. Socket directories and addresses pass as they
+    are; a DSN that sets `hostaddr` itself is left alone.
+    """
+    hosts = str(params.get("host") or os.environ.get("PGHOST") or "")
+    if not hosts or params.get("hostaddr") or os.environ.get("PGHOSTADDR"):
+        return params
+    entries = hosts.split(",")
+    ports = str(params.get("port") or os.environ.get("PGPORT") or "").split(",")
+    if len(ports) == 1:
+        ports *= len(entries)
+    if len(ports) != len(entries):
+        return params  # libpq's own error says what is wrong with the lists
+    if all(_socket(host) or names.is_address(host) for host in entries):
+        return params  # nothing to look up
+    pinned: list[tuple[str, str, str]] = []
+    failed: names.Unresolved | None = None
+    for host, port in zip(entries, ports, strict=True):
+        if _socket(host):
+            pinned.append((host, "", port))  # an empty hostaddr: libpq reads the host entry
+            continue
+        try:
+            pinned += [(host, address, port) for address in names.resolve(host, within)]
+        except names.Unresolved as exc:
+            failed = failed or exc
+    if not pinned and failed is not None:
+        raise failed
+    result = {
+        **params,
+        "host": ",".join(h for h, _, _ in pinned),
+        "hostaddr": ",".join(a for _, a, _ in pinned),
+    }
+    if any(p for _, _, p in pinned):
+        result["port"] = ",".join(p for _, _, p in pinned)
+    return result
+
+
+def _socket(host: str) -> bool:
+    """Whether a host entry names a Unix socket (directory or abstract) or the default one."""
+    return not host or host.startswith(("/", "@")) or host[1:2] == ":"
 
 
 def release_failed_connection(exc: BaseException) -> None:
@@ -220,7 +270,7 @@ class TargetConnection:
                         self._dsn, self._connect_timeout, self._statement_timeout, read_only=True
                     )
                     self._statement = None
-                except psycopg.OperationalError as exc:
+                except (psycopg.OperationalError, names.Unresolved) as exc:
                     error = classify_error(exc, connecting=True)
                     return PollResult(self.name, started, time.monotonic() - clock, error=error)
             deadline = answer_deadline(self._conn, self._statement_timeout)

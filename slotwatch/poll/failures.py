@@ -19,6 +19,7 @@ from slotwatch.errors import (
 )
 from slotwatch.logs import REDACTOR
 from slotwatch.model import PollError
+from slotwatch.poll.names import Unresolved
 
 
 def error_exception(error: PollError) -> SlotwatchError:
@@ -70,6 +71,12 @@ _AUTH = (
 )
 
 
+_SILENT_NAME_SERVER = (
+    "the name servers of /etc/resolv.conf do not answer: fix them, or give the DSN an IP"
+    " address (host=, or hostaddr= beside it) to connect without a lookup"
+)
+
+
 def classify_error(exc: BaseException, *, connecting: bool = False) -> PollError:
     """Map an exception to a `slotwatch_poll_errors_total` reason and a one-line message.
 
@@ -80,6 +87,10 @@ def classify_error(exc: BaseException, *, connecting: bool = False) -> PollError
     message = one_line(exc)
     if isinstance(exc, UnsupportedServer):
         return PollError("other", message)
+    if isinstance(exc, Unresolved):
+        if exc.timed_out:
+            return PollError("timeout", message, _SILENT_NAME_SERVER)
+        return PollError("connect", message)
     sqlstate = getattr(exc, "sqlstate", None)
     if isinstance(exc, psycopg.Error) and sqlstate:
         if sqlstate.startswith("3D"):
