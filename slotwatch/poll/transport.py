@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import httpcore
 
+from slotwatch.poll import names
 from slotwatch.poll.fetch import MAX_REDIRECTS, Fetched, HttpUrl, NotHttp
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -72,6 +73,8 @@ def get(
                             return done(f"body larger than {max_bytes} bytes")
                     return done(None, bytes(body), content_type)
             return done(f"more than {MAX_REDIRECTS} redirects")
+    except names.Unresolved as exc:  # said with the GET's whole timeout, not what was left
+        return done(str(names.no_answer(exc.host, timeout) if exc.timed_out else exc))
     except httpcore.TimeoutException:
         return done(f"timed out: no complete answer within {timeout:g}s")
     except httpcore.ConnectError:
@@ -125,10 +128,25 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        stream = self._inner.connect_tcp(
-            host, port, self._clock.left(httpcore.ConnectTimeout), local_address, socket_options
-        )
-        return _DeadlineStream(stream, self._clock)
+        # Looked up within the deadline (`poll.names`), then each address in the resolver's
+        # order until one takes the connection, as socket.create_connection would.
+        addresses = names.resolve(host, self._clock.left(httpcore.ConnectTimeout))
+        options = list(socket_options or ())
+        refused = httpcore.ConnectError(f"no address of {host} takes a connection")
+        for address in addresses:
+            try:
+                stream = self._inner.connect_tcp(
+                    address,
+                    port,
+                    self._clock.left(httpcore.ConnectTimeout),
+                    local_address,
+                    options,
+                )
+            except httpcore.ConnectError as exc:
+                refused = exc
+                continue
+            return _DeadlineStream(stream, self._clock)
+        raise refused
 
     def sleep(self, seconds: float) -> None:
         time.sleep(min(seconds, max(0.0, self._clock.deadline - time.monotonic())))
