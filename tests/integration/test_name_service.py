@@ -118,6 +118,7 @@ def test_a_silent_name_holds_one_lookup_however_many_polls_ask(tmp_path: Path) -
     no_answer = f'could not translate host name "{DB_HOST}" to address: no answer from the name'
     assert said["outcomes"] == [[f"{no_answer} service within 0.25s", True]] * 8
     assert said["lookups"] == [f"resolve {DB_HOST}"]
-    # One lookup asked: an A and an AAAA query, each sent again as the resolver retries (every
-    # 30 s here, so not within these 2 s).
-    assert sorted(seen.asked) == [DB_HOST, DB_HOST], seen.asked
+    # One lookup asked: an A and an AAAA query at most; the resolver's own retry would come
+    # after its 30 s timeout, well past these 2 s. Eight lookups would have asked 16 times.
+    assert set(seen.asked) == {DB_HOST}, seen.asked
+    assert len(seen.asked) <= 2, seen.asked
