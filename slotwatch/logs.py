@@ -2,14 +2,25 @@
 
 Stdlib loggers (psycopg, apscheduler, httpcore) are routed through the same processors, so every
 line has one shape and passes through the same redaction.
+
+The daemon writes its lines on a thread of its own (`written_in_background`): a stderr that
+nobody reads (a stalled journal, a pipe into a program that stopped reading) then costs lines,
+counted and said once the pipe takes them again, never a poll, a probe or a stop that waits on a
+full pipe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import select
 import sys
-from collections.abc import Iterable, MutableMapping
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -114,3 +125,126 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
     return logger
+
+
+# Lines a stalled stderr may hold back before new ones are dropped (some 300 KiB of JSON): the
+# daemon logs a change, not every poll, so a thousand lines is a long stall.
+BACKLOG_LINES = 1_000
+# How long the daemon's stop waits for its last lines to reach a stderr that does not take them.
+DRAIN_SECONDS = 2.0
+
+
+class BackgroundHandler(logging.Handler):
+    """Formats each record in the thread that logs it and writes it on a thread of its own,
+    straight to the file descriptor (a stderr buffer shared with a blocked thread could not be
+    flushed at exit). While the descriptor does not take them, up to `backlog` lines wait; past
+    that they are dropped and counted, and a warning says how many once writing resumes."""
+
+    def __init__(self, fd: int, formatter: logging.Formatter, backlog: int = BACKLOG_LINES):
+        super().__init__()
+        self.setFormatter(formatter)
+        self._fd = fd
+        self._backlog = backlog
+        self._lines: deque[str] = deque()
+        self._dropped = 0
+        self._writing = False
+        self._closed = False
+        self._ready = threading.Condition()
+        threading.Thread(target=self._write_lines, name="log writer", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - logging's own convention: report, never raise
+            self.handleError(record)
+            return
+        with self._ready:
+            if len(self._lines) >= self._backlog:
+                self._dropped += 1
+                return
+            self._lines.append(line)
+            self._ready.notify_all()
+
+    def flush(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Wait until every line so far is written, or `timeout` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        with self._ready:
+            while (self._lines or self._writing) and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._ready.wait(left)
+
+    def close(self) -> None:
+        """Stop taking lines; what a stalled stderr still holds back is left (exit's own flush
+        of every handler then does not wait for it a second time)."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        super().close()
+
+    def _write_lines(self) -> None:
+        while True:
+            with self._ready:
+                while not self._lines and not self._closed:
+                    self._ready.wait()
+                if not self._lines:
+                    return
+                lines = list(self._lines)
+                self._lines.clear()
+                dropped, self._dropped = self._dropped, 0
+                self._writing = True
+            if dropped:
+                lines.insert(0, self._dropped_line(dropped))
+            self._write("".join(f"{line}\n" for line in lines).encode("utf-8", "replace"))
+            with self._ready:
+                self._writing = False
+                self._ready.notify_all()
+
+    def _dropped_line(self, count: int) -> str:
+        record = logging.makeLogRecord(
+            {
+                "name": "slotwatch.logs",
+                "levelno": logging.WARNING,
+                "levelname": "WARNING",
+                "msg": f"{count} log lines dropped: stderr did not take them (nobody read it)",
+            }
+        )
+        return self.format(record)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except BlockingIOError:  # a descriptor someone made non-blocking: wait for room
+                select.select([], [self._fd], [], 1.0)
+            except OSError:  # the reader is gone (EPIPE) or the descriptor is: nothing to do
+                return
+
+
+@contextlib.contextmanager
+def written_in_background() -> Iterator[None]:
+    """While inside, the root logger's lines are written by a `BackgroundHandler` on the same
+    stream `configure` set up; on the way out, the last lines get `DRAIN_SECONDS` to be written.
+    A stream without a file descriptor (a test's StringIO) is written to as before."""
+    root = logging.getLogger()
+    before = root.handlers[:]
+    stream = next((h for h in before if isinstance(h, logging.StreamHandler)), None)
+    fd = -1
+    if stream is not None and stream.formatter is not None:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            fd = stream.stream.fileno()
+    if stream is None or stream.formatter is None or fd < 0:
+        yield
+        return
+    stream.flush()
+    handler = BackgroundHandler(fd, stream.formatter)
+    handler.setLevel(stream.level)
+    root.handlers[:] = [handler]
+    try:
+        yield
+    finally:
+        handler.flush(DRAIN_SECONDS)
+        root.handlers[:] = before
+        handler.close()

@@ -23,7 +23,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from slotwatch.config.settings import Settings, Target
-from slotwatch.logs import get_logger
+from slotwatch.logs import get_logger, written_in_background
 from slotwatch.model import SlotState, StateChange
 from slotwatch.poll import consumer
 from slotwatch.poll.probe import Prober
@@ -299,7 +299,7 @@ class Service:
         a program that runs it in a terminal (the demo) passes `stop_on_hangup`, so that closing
         the terminal stops it like Ctrl-C."""
         hangup = self.request_stop if stop_on_hangup else self.request_reload
-        with _stop_on_signals(self.request_stop, hangup):
+        with written_in_background(), _stop_on_signals(self.request_stop, hangup):
             self.start()
             try:
                 self.wait()
