@@ -3,10 +3,10 @@
 Stdlib loggers (psycopg, apscheduler, httpcore) are routed through the same processors, so every
 line has one shape and passes through the same redaction.
 
-The daemon writes its lines on a thread of its own (`written_in_background`): a stderr that
-nobody reads (a stalled journal, a pipe into a program that stopped reading) then costs lines,
-counted and said once the pipe takes them again, never a poll, a probe or a stop that waits on a
-full pipe.
+The daemon's lines never wait on stderr (`written_in_background`): a line is written at once
+where stderr has room for it, else by a thread of its own. A stderr that nobody reads (a stalled
+journal, a pipe into a program that stopped reading) then costs lines, counted and said once the
+pipe takes them again, never a poll, a probe or a stop that waits on a full pipe.
 """
 
 from __future__ import annotations
@@ -135,35 +135,49 @@ DRAIN_SECONDS = 2.0
 
 
 class BackgroundHandler(logging.Handler):
-    """Formats each record in the thread that logs it and writes it on a thread of its own,
-    straight to the file descriptor (a stderr buffer shared with a blocked thread could not be
-    flushed at exit). While the descriptor does not take them, up to `backlog` lines wait; past
-    that they are dropped and counted, and a warning says how many once writing resumes."""
+    """Formats each record in the thread that logs it and writes it straight to the file
+    descriptor (a stderr buffer shared with a blocked thread could not be flushed at exit): at
+    once where the descriptor has room for it, else on a thread of its own. While the
+    descriptor takes nothing, up to `backlog` lines wait; past that they are dropped and
+    counted, and a warning says how many once writing resumes. The thread that logs never
+    waits on the descriptor."""
 
     def __init__(self, fd: int, formatter: logging.Formatter, backlog: int = BACKLOG_LINES):
         super().__init__()
         self.setFormatter(formatter)
         self._fd = fd
         self._backlog = backlog
-        self._lines: deque[str] = deque()
+        self._lines: deque[bytes] = deque()
         self._dropped = 0
         self._writing = False
         self._closed = False
         self._ready = threading.Condition()
+        self._room = select.poll()
+        self._room.register(fd, select.POLLOUT)
         threading.Thread(target=self._write_lines, name="log writer", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            line = _encoded(self.format(record))
         except Exception:  # noqa: BLE001 - logging's own convention: report, never raise
             self.handleError(record)
             return
         with self._ready:
+            if not (self._lines or self._writing or self._dropped) and self._takes(line):
+                # Room for it now (a file, a pipe being read): written at once, in order, and
+                # readable as soon as the call returns, as from a plain stream handler.
+                self._write(line)
+                return
             if len(self._lines) >= self._backlog:
                 self._dropped += 1
                 return
             self._lines.append(line)
             self._ready.notify_all()
+
+    def _takes(self, line: bytes) -> bool:
+        """Whether the descriptor takes `line` without waiting: it is writable, and the line no
+        longer than what a pipe writes whole (PIPE_BUF)."""
+        return len(line) <= select.PIPE_BUF and bool(self._room.poll(0))
 
     def flush(self, timeout: float = DRAIN_SECONDS) -> None:
         """Wait until every line so far is written, or `timeout` seconds have passed."""
@@ -195,8 +209,8 @@ class BackgroundHandler(logging.Handler):
                 dropped, self._dropped = self._dropped, 0
                 self._writing = True
             if dropped:
-                lines.insert(0, self._dropped_line(dropped))
-            self._write("".join(f"{line}\n" for line in lines).encode("utf-8", "replace"))
+                lines.insert(0, _encoded(self._dropped_line(dropped)))
+            self._write(b"".join(lines))
             with self._ready:
                 self._writing = False
                 self._ready.notify_all()
@@ -221,6 +235,10 @@ class BackgroundHandler(logging.Handler):
                 select.select([], [self._fd], [], 1.0)
             except OSError:  # the reader is gone (EPIPE) or the descriptor is: nothing to do
                 return
+
+
+def _encoded(line: str) -> bytes:
+    return f"{line}\n".encode("utf-8", "replace")
 
 
 @contextlib.contextmanager

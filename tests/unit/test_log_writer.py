@@ -1,0 +1,75 @@
+"""The daemon's log writer (`slotwatch.logs.BackgroundHandler`) on real descriptors: a line is
+in a file when the call that logged it returns; a full pipe holds lines back, in order, drops
+what is past the backlog and says how many once it is read. (The daemon with a full stderr is
+tests/integration/test_stderr.py.)"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from slotwatch.logs import BackgroundHandler
+
+F_SETPIPE_SZ = 1031
+PLAIN = logging.Formatter("%(message)s")
+
+
+def record(text: str) -> logging.LogRecord:
+    return logging.makeLogRecord({"name": "t", "levelno": logging.INFO, "msg": text})
+
+
+def test_a_line_is_in_the_file_when_the_call_that_logged_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with path.open("wb") as out:
+        handler = BackgroundHandler(out.fileno(), PLAIN)
+        try:
+            for k in range(200):
+                handler.handle(record(f"line {k}"))
+                # Read at once, with no flush and no wait: a file always has room.
+                assert path.read_text().splitlines()[-1] == f"line {k}"
+        finally:
+            handler.close()
+
+
+def test_a_full_pipe_holds_lines_in_order_and_counts_what_it_dropped() -> None:
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
+    handler = BackgroundHandler(write_end, PLAIN, backlog=50)
+    try:
+        began = time.monotonic()
+        for k in range(500):  # some 9 KiB: twice what the pipe holds
+            handler.handle(record(f"line {k:03d}"))
+        logged_in = time.monotonic() - began
+        chunks: list[bytes] = []
+
+        def drain() -> None:
+            while chunk := os.read(read_end, 65536):
+                chunks.append(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        handler.handle(record("after"))
+        handler.flush(5.0)
+        handler.close()
+        os.close(write_end)
+        write_end = -1
+        reader.join(5)
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+        os.close(read_end)
+    assert logged_in < 1.0, "logging waited on the full pipe"
+    lines = b"".join(chunks).decode().splitlines()
+    [notice] = [line for line in lines if "log lines dropped" in line]
+    dropped = int(notice.split()[0])
+    numbered = [line for line in lines if line.startswith("line ")]
+    assert numbered == sorted(numbered), "lines out of order"
+    assert len(numbered) + dropped == 500
+    assert dropped > 0
+    assert lines[-1] == "after"
+    # The warning stands where the lines went missing: before every line logged after them.
+    assert lines.index(notice) < lines.index("after")
