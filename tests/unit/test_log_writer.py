@@ -52,7 +52,8 @@ def test_a_full_pipe_holds_lines_in_order_and_counts_what_it_dropped() -> None:
 
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
-        handler.handle(record("after"))
+        handler.flush(5.0)  # the backlog written, and the count of what did not fit
+        handler.handle(record("after"))  # with room again: written at once, after them all
         handler.flush(5.0)
         handler.close()
         os.close(write_end)
@@ -64,12 +65,14 @@ def test_a_full_pipe_holds_lines_in_order_and_counts_what_it_dropped() -> None:
         os.close(read_end)
     assert logged_in < 1.0, "logging waited on the full pipe"
     lines = b"".join(chunks).decode().splitlines()
-    [notice] = [line for line in lines if "log lines dropped" in line]
-    dropped = int(notice.split()[0])
+    # One warning for each run of drops: a writer that got a batch through between two runs
+    # says each run's count where its lines went missing, before any line logged after them.
+    notices = [k for k, line in enumerate(lines) if "log lines dropped" in line]
+    assert notices, lines
+    dropped = sum(int(lines[k].split()[0]) for k in notices)
     numbered = [line for line in lines if line.startswith("line ")]
     assert numbered == sorted(numbered), "lines out of order"
     assert len(numbered) + dropped == 500
     assert dropped > 0
     assert lines[-1] == "after"
-    # The warning stands where the lines went missing: before every line logged after them.
-    assert lines.index(notice) < lines.index("after")
+    assert max(notices) < lines.index("after")
