@@ -11,14 +11,10 @@ write, and with it every thread that logged after it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
-import struct
 import subprocess
-import termios
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,18 +24,12 @@ import httpx
 from slotwatch_proc import SLOTWATCH, Metrics, clean_env
 
 from sandbox.fleet import FleetTarget, write_targets_file
+from sandbox.pipes import Drain, one_page_pipe, pending
 from sandbox.ports import free_port
 from sandbox.waiting import wait_until
 from slotwatch.logs import DRAIN_SECONDS
 
-F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named in Python 3.10+ only on some builds
-PAGE = 4096
 TARGETS = 20
-
-
-def pending(fd: int) -> int:
-    """Bytes written into the pipe and not read yet (FIONREAD on its read end)."""
-    return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
 
 
 def refused_errors(url: str) -> float:
@@ -66,8 +56,7 @@ def unread_daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int
             "SLOTWATCH_LOG_FORMAT": "json",
         }
     )
-    read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, F_SETPIPE_SZ, PAGE)
+    read_end, write_end = one_page_pipe()
     proc = subprocess.Popen(
         [SLOTWATCH, "run"], env=env, stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end
     )
@@ -119,17 +108,10 @@ def test_a_full_stderr_stops_no_poll_and_no_stop(tmp_path: Path) -> None:
 def test_lines_dropped_while_stderr_was_full_are_counted_when_it_is_read(tmp_path: Path) -> None:
     with unread_daemon(tmp_path) as (proc, read_end, url):
         time.sleep(2.0)  # past the backlog: hundreds of lines a second with nowhere to go
-        chunks: list[bytes] = []
-
-        def drain() -> None:
-            while chunk := os.read(read_end, 65536):
-                chunks.append(chunk)
-
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
+        reader = Drain(read_end)
 
         def dropped() -> list[dict[str, object]]:
-            lines = b"".join(chunks).decode().splitlines()[:-1]  # the last may be partial
+            lines = reader.data().decode().splitlines()[:-1]  # the last may be partial
             records = [json.loads(line) for line in lines]
             return [r for r in records if "log lines dropped" in str(r["event"])]
 
@@ -144,7 +126,7 @@ def test_lines_dropped_while_stderr_was_full_are_counted_when_it_is_read(tmp_pat
     count = int(str(notice["event"]).split()[0])
     assert count > 0
     # Every line the daemon wrote is whole JSON, the last one included.
-    text = b"".join(chunks).decode()
+    text = reader.data().decode()
     assert text.endswith("\n")
     events = [json.loads(line)["event"] for line in text.splitlines()]
     assert events[-1] == "slotwatch stopped"

@@ -5,16 +5,14 @@ tests/integration/test_stderr.py.)"""
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 
+from sandbox.pipes import Drain, one_page_pipe
 from slotwatch.logs import BackgroundHandler
 
-F_SETPIPE_SZ = 1031
 PLAIN = logging.Formatter("%(message)s")
 
 
@@ -36,22 +34,14 @@ def test_a_line_is_in_the_file_when_the_call_that_logged_it_returns(tmp_path: Pa
 
 
 def test_a_full_pipe_holds_lines_in_order_and_counts_what_it_dropped() -> None:
-    read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
+    read_end, write_end = one_page_pipe()
     handler = BackgroundHandler(write_end, PLAIN, backlog=50)
     try:
         began = time.monotonic()
         for k in range(500):  # some 9 KiB: twice what the pipe holds
             handler.handle(record(f"line {k:03d}"))
         logged_in = time.monotonic() - began
-        chunks: list[bytes] = []
-
-        def drain() -> None:
-            while chunk := os.read(read_end, 65536):
-                chunks.append(chunk)
-
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
+        reader = Drain(read_end)
         handler.flush(5.0)  # the backlog written, and the count of what did not fit
         handler.handle(record("after"))  # with room again: written at once, after them all
         handler.flush(5.0)
@@ -64,7 +54,7 @@ def test_a_full_pipe_holds_lines_in_order_and_counts_what_it_dropped() -> None:
             os.close(write_end)
         os.close(read_end)
     assert logged_in < 1.0, "logging waited on the full pipe"
-    lines = b"".join(chunks).decode().splitlines()
+    lines = reader.data().decode().splitlines()
     # One warning for each run of drops: a writer that got a batch through between two runs
     # says each run's count where its lines went missing, before any line logged after them.
     notices = [k for k, line in enumerate(lines) if "log lines dropped" in line]
