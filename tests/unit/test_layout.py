@@ -126,14 +126,17 @@ def test_the_package_docstring_names_every_part() -> None:
         assert f"{part}/" in doc, f"the map in slotwatch/__init__.py does not draw {part}/"
 
 
-PURE_SANDBOX = ("sandbox.waiting", "sandbox.ports")
+# The sandbox modules that start no process and no database: a poll loop, a free port, and a
+# pipe of this process's own with a reader thread.
+PURE_SANDBOX = ("sandbox.waiting", "sandbox.ports", "sandbox.pipes")
 
 
 def test_the_unit_lane_starts_no_process_and_no_database() -> None:
     # tests/unit is the change-test loop: pure, in seconds. A test that needs a subprocess or a
     # real PostgreSQL (the stand-ins in sandbox/ start them) belongs in tests/integration;
     # psycopg's exception classes are plain data and may be built here, sandbox.waiting is only
-    # a deadline loop, and sandbox.ports only binds sockets to see they are free.
+    # a deadline loop, sandbox.ports only binds sockets to see they are free, and sandbox.pipes
+    # only makes a pipe within this process.
     lane = Path(__file__).resolve().parent
     offenders = sorted(
         f"{path.name} imports {name}"
