@@ -133,14 +133,30 @@ BACKLOG_LINES = 1_000
 # How long the daemon's stop waits for its last lines to reach a stderr that does not take them.
 DRAIN_SECONDS = 2.0
 
+# Lines dropped by every `BackgroundHandler` of this process since it started: exported as
+# slotwatch_log_lines_dropped_total, the one place a stalled stderr shows while it is stalled.
+_dropped_total = 0
+_dropped_lock = threading.Lock()
+
+
+def dropped_lines() -> int:
+    """How many log lines this process has dropped because stderr did not take them."""
+    return _dropped_total
+
+
+def _count_dropped() -> None:
+    global _dropped_total  # noqa: PLW0603 - one process-wide tally, read by /metrics
+    with _dropped_lock:
+        _dropped_total += 1
+
 
 class BackgroundHandler(logging.Handler):
     """Formats each record in the thread that logs it and writes it straight to the file
     descriptor (a stderr buffer shared with a blocked thread could not be flushed at exit): at
     once where the descriptor has room for it, else on a thread of its own. While the
     descriptor takes nothing, up to `backlog` lines wait; past that they are dropped and
-    counted, and a warning says how many once writing resumes. The thread that logs never
-    waits on the descriptor."""
+    counted (`dropped_lines`, at once), and a warning says how many once writing resumes. The
+    thread that logs never waits on the descriptor."""
 
     def __init__(self, fd: int, formatter: logging.Formatter, backlog: int = BACKLOG_LINES):
         super().__init__()
@@ -170,6 +186,7 @@ class BackgroundHandler(logging.Handler):
                 return
             if len(self._lines) >= self._backlog:
                 self._dropped += 1
+                _count_dropped()
                 return
             self._lines.append(line)
             self._ready.notify_all()

@@ -26,7 +26,7 @@ from slotwatch.config.targets import IDENTITY_KEYS, TARGET_KEYS, TargetEntry
 from slotwatch.drop.audit import OUTCOMES
 from slotwatch.model import SlotState
 from slotwatch.serve.http import ENDPOINTS
-from slotwatch.serve.metrics import FAMILIES
+from slotwatch.serve.metrics import COUNTER, FAMILIES, PROCESS_COUNTERS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CONTRACT = DOCS / "contract.md"
@@ -136,6 +136,7 @@ def _metrics() -> list[str]:
         (f"`{f.name}`", f.type, ", ".join(f"`{n}`" for n in f.label_names) or "—", f.help)
         for f in FAMILIES
     ]
+    rows += [(f"`{name}`", COUNTER, "—", text) for name, text in PROCESS_COUNTERS]
     lines += _table(["name", "type", "labels", "help"], rows)
     lines += ["", "Also the client library's `process_*` and `python_info` metrics.", ""]
     return lines

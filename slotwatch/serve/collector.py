@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from slotwatch.serve.metrics import COUNTER, FAMILIES, Family
+from slotwatch.logs import dropped_lines
+from slotwatch.serve.metrics import COUNTER, FAMILIES, LOG_LINES_DROPPED, Family
 from slotwatch.serve.store import Snapshot
 
 
@@ -52,18 +53,31 @@ class SlotwatchCollector(Collector):
         return client_families(self._store.snapshot())
 
 
+class ProcessCounters(Collector):
+    """What the process counts between polls (`metrics.PROCESS_COUNTERS`), read when collected."""
+
+    def collect(self) -> Iterator[Metric]:
+        name, text = LOG_LINES_DROPPED
+        # The client library adds `_total` back to a counter's sample.
+        yield CounterMetricFamily(name.removesuffix("_total"), text, value=dropped_lines())
+
+
 def process_registry() -> CollectorRegistry:
-    """The client library's process and platform metrics, on a registry of their own."""
+    """slotwatch's process counters, then the client library's process and platform metrics,
+    on a registry of their own."""
     registry = CollectorRegistry(auto_describe=True)
+    registry.register(ProcessCounters())
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry
 
 
 def build_registry(store: SnapshotSource) -> CollectorRegistry:
-    """slotwatch's own registry: its collector plus the process and platform metrics."""
+    """slotwatch's own registry: its collector, its process counters, and the process and
+    platform metrics."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(SlotwatchCollector(store))
+    registry.register(ProcessCounters())
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

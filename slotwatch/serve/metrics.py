@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from slotwatch import __version__
+from slotwatch.logs import BACKLOG_LINES
 from slotwatch.model import (
     WAL_STATUSES,
     ConsumerAccount,
@@ -539,4 +540,15 @@ FAMILIES: tuple[Family[Any], ...] = (
     ),
 )
 
-NAMES = frozenset(family.name for family in FAMILIES)
+# Counted by the process itself between polls, not read from a snapshot: exposed after the table
+# with the client library's process metrics (`serve.collector.process_registry`), which are read
+# at most once a second. (name, help) of each, all counters without labels.
+LOG_LINES_DROPPED = (
+    "slotwatch_log_lines_dropped_total",
+    "Log lines slotwatch dropped since it started because its stderr took none while"
+    f" {BACKLOG_LINES:,} waited (nobody read it); the log says how many once stderr takes"
+    " lines again.",
+)
+PROCESS_COUNTERS = (LOG_LINES_DROPPED,)
+
+NAMES = frozenset(family.name for family in FAMILIES) | {name for name, _ in PROCESS_COUNTERS}

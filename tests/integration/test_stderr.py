@@ -32,6 +32,13 @@ from slotwatch.logs import DRAIN_SECONDS
 TARGETS = 20
 
 
+def dropped_counter(url: str) -> float:
+    """slotwatch_log_lines_dropped_total as /metrics says it (its process lines are at most a
+    second old)."""
+    [(_, value)] = Metrics(httpx.get(url, timeout=5).text).find("slotwatch_log_lines_dropped_total")
+    return value
+
+
 def refused_errors(url: str) -> float:
     text = httpx.get(url, timeout=5).text
     found = Metrics(text).find("slotwatch_poll_errors_total", reason="connect")
@@ -108,6 +115,13 @@ def test_a_full_stderr_stops_no_poll_and_no_stop(tmp_path: Path) -> None:
 def test_lines_dropped_while_stderr_was_full_are_counted_when_it_is_read(tmp_path: Path) -> None:
     with unread_daemon(tmp_path) as (proc, read_end, url):
         time.sleep(2.0)  # past the backlog: hundreds of lines a second with nowhere to go
+        # While stderr takes nothing, /metrics is where the loss shows, and it keeps counting.
+        first = dropped_counter(url)
+        rising = wait_until(
+            lambda: (n := dropped_counter(url)) > first and n, 10, message="the counter rising"
+        )
+        print(f"slotwatch_log_lines_dropped_total while stderr was full: {first:g}, {rising:g}")
+        assert first > 0
         reader = Drain(read_end)
 
         def dropped() -> list[dict[str, object]]:
@@ -117,6 +131,19 @@ def test_lines_dropped_while_stderr_was_full_are_counted_when_it_is_read(tmp_pat
 
         [notice, *_] = wait_until(dropped, 20, message="the dropped-lines warning")
         assert _answers(url)
+
+        # With the pipe read, nothing more is dropped: the counter comes to rest at the sum of
+        # the warnings (one per run of drops).
+        def settled() -> tuple[float, int] | None:
+            counted, said = (
+                dropped_counter(url),
+                sum(int(str(r["event"]).split()[0]) for r in dropped()),
+            )
+            return (counted, said) if counted == said else None
+
+        counted, said = wait_until(settled, 20, message="the counter equal to the warnings' sum")
+        print(f"once read: the counter says {counted:g}, the warnings {said}")
+        assert counted >= rising
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=DRAIN_SECONDS + 10) == 0
         reader.join(timeout=5)

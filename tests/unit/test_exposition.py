@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from sandbox.waiting import wait_until
+from slotwatch.logs import dropped_lines
 from slotwatch.model import INF, WAL_STATUSES, SlotState, SlotView
 from slotwatch.serve.collector import SlotwatchCollector
 from slotwatch.serve.exposition import Exposition, accepts_gzip
@@ -132,10 +133,15 @@ def test_process_metrics_follow_the_snapshot_and_stay_fresh() -> None:
     assert text.startswith(render(SNAPSHOT).decode())
     assert "\nprocess_cpu_seconds_total " in text
     assert "\npython_info{" in text
+    # slotwatch's own process counters come first, with what the process has counted so far.
+    tail = text[len(render(SNAPSHOT).decode()) :]
+    assert tail.startswith("# HELP slotwatch_log_lines_dropped_total ")
+    assert f"\nslotwatch_log_lines_dropped_total {float(dropped_lines())}\n" in tail
     openmetrics = exposition.response("application/openmetrics-text", None).body.decode()
     assert openmetrics.count("# EOF\n") == 1
     assert openmetrics.endswith("# EOF\n")
     assert "\nprocess_cpu_seconds_total " in openmetrics
+    assert "\n# TYPE slotwatch_log_lines_dropped counter\n" in openmetrics
 
 
 @pytest.mark.parametrize("accept", [None, "application/openmetrics-text; version=1.0.0"])

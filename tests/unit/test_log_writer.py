@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from sandbox.pipes import Drain, one_page_pipe
-from slotwatch.logs import BackgroundHandler
+from slotwatch.logs import BackgroundHandler, dropped_lines
 
 PLAIN = logging.Formatter("%(message)s")
 
@@ -36,11 +36,14 @@ def test_a_line_is_in_the_file_when_the_call_that_logged_it_returns(tmp_path: Pa
 def test_a_full_pipe_holds_lines_in_order_and_counts_what_it_dropped() -> None:
     read_end, write_end = one_page_pipe()
     handler = BackgroundHandler(write_end, PLAIN, backlog=50)
+    counted_before = dropped_lines()
     try:
         began = time.monotonic()
         for k in range(500):  # some 9 KiB: twice what the pipe holds
             handler.handle(record(f"line {k:03d}"))
         logged_in = time.monotonic() - began
+        # Counted for /metrics as they are dropped, while the pipe is still full.
+        counted_while_full = dropped_lines() - counted_before
         reader = Drain(read_end)
         handler.flush(5.0)  # the backlog written, and the count of what did not fit
         handler.handle(record("after"))  # with room again: written at once, after them all
@@ -64,5 +67,7 @@ def test_a_full_pipe_holds_lines_in_order_and_counts_what_it_dropped() -> None:
     assert numbered == sorted(numbered), "lines out of order"
     assert len(numbered) + dropped == 500
     assert dropped > 0
+    assert counted_while_full == dropped
+    assert dropped_lines() - counted_before == dropped
     assert lines[-1] == "after"
     assert max(notices) < lines.index("after")
