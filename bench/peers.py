@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from slotwatch.model import ServerRow, SlotRow
 from slotwatch.patterns import like_pattern
+from slotwatch.serve.collector import ProcessCounters
 
 # Each statement carries a marker, as slotwatch's do, so a DBA can find it in pg_stat_activity.
 
@@ -139,6 +140,7 @@ class LabelledGauges:
 
     def __init__(self, families: list[Metric]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(ProcessCounters())  # slotwatch's own process lines, as it has
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._metrics: dict[str, Gauge | Counter] = {}
