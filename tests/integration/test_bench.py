@@ -121,7 +121,8 @@ def test_the_exporter_comparison_is_written_by_the_command(
         statement = by_name["its statement alone vs bare slot query"]
         client = by_name["full poll less its statement (parse, judge, render)"]
         least = by_name["its statement + each series' value written, no judging"]
-        for row in (full, statement, least):
+        streaming = by_name["full poll, every slot streamed, vs bare slot query"]
+        for row in (full, statement, least, streaming):
             assert row["detail"]["floor_ms"] > 0
             assert row["detail"]["ratio_to_floor"] > 0
         assert math.isclose(client["slotwatch"], full["slotwatch"] - statement["slotwatch"])
