@@ -14,6 +14,7 @@ import contextlib
 import os
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -107,13 +108,20 @@ def pinned_addresses(params: dict[str, Any], within: float) -> dict[str, Any]:
     As psycopg does it: a name with several addresses becomes one host entry per address, in
     the resolver's order; a name with none is left out while another host remains, and is the
     error (`names.Unresolved`) when none does. Socket directories and addresses pass as they
-    are; a DSN that sets `hostaddr` itself is left alone.
+    are; a DSN that sets `hostaddr` itself is left alone. A DSN that names a `service` (or
+    `PGSERVICE`) is read with its service file's entry, as libpq reads it (`service_entry`).
     """
-    hosts = str(params.get("host") or os.environ.get("PGHOST") or "")
-    if not hosts or params.get("hostaddr") or os.environ.get("PGHOSTADDR"):
+    service = service_entry(params)
+
+    def given(key: str, variable: str) -> str:
+        # libpq's order: the DSN, then its service's entry, then the environment.
+        return str(params.get(key) or service.get(key) or os.environ.get(variable) or "")
+
+    hosts = given("host", "PGHOST")
+    if not hosts or given("hostaddr", "PGHOSTADDR"):
         return params
     entries = hosts.split(",")
-    ports = str(params.get("port") or os.environ.get("PGPORT") or "").split(",")
+    ports = given("port", "PGPORT").split(",")
     if len(ports) == 1:
         ports *= len(entries)
     if len(ports) != len(entries):
@@ -140,6 +148,59 @@ def pinned_addresses(params: dict[str, Any], within: float) -> dict[str, Any]:
     if any(p for _, _, p in pinned):
         result["port"] = ",".join(p for _, _, p in pinned)
     return result
+
+
+# libpq's system-wide service file is `pg_service.conf` in PGSYSCONFDIR, else in the directory it
+# was built with: /etc/postgresql-common for both the libpq bundled with psycopg[binary] and
+# Debian's libpq5.
+SYSCONFDIR = "/etc/postgresql-common"
+
+
+def service_entry(params: dict[str, Any]) -> dict[str, str]:
+    """The keywords of the DSN's service (`service`, else PGSERVICE), as libpq finds it: in the
+    DSN's `servicefile` or PGSERVICEFILE or ~/.pg_service.conf, else in the system-wide
+    pg_service.conf. Empty when there is no service, or no file holds it: libpq's own error then
+    says so when it connects."""
+    name = str(params.get("service") or os.environ.get("PGSERVICE") or "")
+    if not name:
+        return {}
+    user = str(
+        params.get("servicefile")
+        or os.environ.get("PGSERVICEFILE")
+        or Path("~/.pg_service.conf").expanduser()
+    )
+    system = Path(os.environ.get("PGSYSCONFDIR") or SYSCONFDIR) / "pg_service.conf"
+    for path in (Path(user), system):
+        entry = _service_in(path, name)
+        if entry is not None:
+            return entry
+    return {}
+
+
+def _service_in(path: Path, name: str) -> dict[str, str] | None:
+    """The `[name]` group of a service file (`key=value` lines, `#` comments), or None when the
+    file is absent, unreadable or has no such group."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    entry: dict[str, str] | None = None
+    inside = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if entry is not None:
+                break  # the group ended: libpq reads only the first of that name
+            inside = line.rstrip("]")[1:] == name
+            if inside:
+                entry = {}
+            continue
+        if inside and entry is not None and "=" in line:
+            key, _, value = line.partition("=")
+            entry[key.strip()] = value.strip()
+    return entry
 
 
 def _socket(host: str) -> bool:

@@ -72,6 +72,30 @@ def test_status_ends_at_its_timeouts_with_one_line_naming_the_silent_lookup(
     assert "Traceback" not in seen.stdout + seen.stderr
 
 
+def test_a_host_named_by_a_service_file_is_looked_up_within_the_timeout_too(
+    tmp_path: Path,
+) -> None:
+    # `service=` (pg_service.conf): libpq would look the entry's host up itself, unbounded.
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[app]\nhost={DB_HOST}\ndbname=app\nuser=slotwatch\n")
+    env = clean_env(
+        {
+            "SLOTWATCH_DSN": "service=app",
+            "PGSERVICEFILE": str(services),
+            "SLOTWATCH_LIVENESS_URL": "",
+            "SLOTWATCH_CONNECT_TIMEOUT": "2s",
+        }
+    )
+    seen = silent_name_service([SLOTWATCH, "status"], env, tmp_path)
+    print(f"status, host from a service file: exit {seen.returncode} after {seen.elapsed:.2f}s")
+    assert DB_HOST in seen.asked
+    assert seen.returncode == 69, seen.stdout + seen.stderr
+    assert seen.elapsed < 2 + SLACK
+    said = f'could not translate host name "{DB_HOST}" to address: no answer from the name'
+    assert seen.stderr.startswith(f"slotwatch: default: {said} service within 2s ("), seen.stderr
+    assert "Traceback" not in seen.stdout + seen.stderr
+
+
 def test_a_silent_first_host_costs_one_timeout_and_the_next_host_is_tried(
     tmp_path: Path,
 ) -> None:

@@ -4,12 +4,14 @@ tests/integration/test_name_service.py). What may pass as it is, passes as it is
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from slotwatch.errors import DatabaseUnreachable
 from slotwatch.model import PollError
 from slotwatch.poll import names
-from slotwatch.poll.db import classify_error, error_exception, pinned_addresses
+from slotwatch.poll.db import classify_error, error_exception, pinned_addresses, service_entry
 
 LOOPBACK = {"127.0.0.1", "::1"}
 
@@ -92,3 +94,84 @@ def test_a_name_without_address_is_a_failed_connect_with_its_reason(
     assert bool(error.hint) is timed_out  # a silent name server: what to do about it
     assert isinstance(error_exception(error), DatabaseUnreachable)  # exit 69
     assert isinstance(error, PollError)
+
+
+SERVICE_FILE = """\
+# slotwatch's services
+[other]
+host=192.0.2.9
+
+[app]
+host = localhost
+port=6543
+dbname=app
+
+[pinned]
+host=db.example.com
+hostaddr=192.0.2.7
+"""
+
+
+@pytest.fixture
+def service_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user service file (PGSERVICEFILE) and an empty system directory (PGSYSCONFDIR)."""
+    for name in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    user = tmp_path / "pg_service.conf"
+    user.write_text(SERVICE_FILE)
+    system = tmp_path / "etc"
+    system.mkdir()
+    monkeypatch.setenv("PGSERVICEFILE", str(user))
+    monkeypatch.setenv("PGSYSCONFDIR", str(system))
+    return system
+
+
+def test_a_service_names_the_host_and_port_that_are_looked_up(service_files: Path) -> None:
+    # A host named only by the service file was looked up by libpq, unbounded.
+    pinned = pinned_addresses({"service": "app", "user": "slotwatch"}, 2.0)
+    hosts, addrs = pinned["host"].split(","), pinned["hostaddr"].split(",")
+    assert set(hosts) == {"localhost"}
+    assert set(addrs) <= LOOPBACK, pinned
+    assert set(pinned["port"].split(",")) == {"6543"}
+    assert pinned["service"] == "app"  # libpq still reads the rest of the entry (dbname)
+    assert service_entry({"service": "app"}) == {
+        "host": "localhost",
+        "port": "6543",
+        "dbname": "app",
+    }
+
+
+def test_pgservice_and_the_system_file_are_read_as_libpq_reads_them(
+    service_files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGSERVICE", "app")
+    assert set(pinned_addresses({}, 2.0)["hostaddr"].split(",")) <= LOOPBACK
+    # Not in the user file: the system-wide pg_service.conf is read.
+    (service_files / "pg_service.conf").write_text("[sys]\nhost=localhost\n")
+    assert service_entry({"service": "sys"}) == {"host": "localhost"}
+    # The DSN's servicefile (libpq 18) comes before PGSERVICEFILE.
+    own = service_files / "own.conf"
+    own.write_text("[app]\nhost=192.0.2.5\n")
+    assert service_entry({"service": "app", "servicefile": str(own)}) == {"host": "192.0.2.5"}
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [
+        ({"service": "pinned"}, "the service sets hostaddr itself"),
+        ({"service": "missing"}, "no file holds it: libpq's own error says so"),
+        ({"service": "app", "host": "/var/run/postgresql"}, "the DSN's host comes first"),
+    ],
+)
+def test_a_service_that_needs_no_lookup_is_left_as_it_is(
+    service_files: Path, params: dict[str, str], why: str
+) -> None:
+    assert pinned_addresses(dict(params), 2.0) == params, why
+
+
+def test_an_unreadable_service_file_is_libpqs_to_report(
+    service_files: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PGSERVICEFILE", str(tmp_path / "absent.conf"))
+    assert service_entry({"service": "app"}) == {}
+    assert pinned_addresses({"service": "app"}, 2.0) == {"service": "app"}
